@@ -1,0 +1,24 @@
+"""forgeline's small core: hookspecs, component protocols, the data handle, pipeline model.
+
+Plugin authors need only this module::
+
+    from forgeline.core import hookimpl, Cleaner, Params, CleanResult, Table
+"""
+
+from .catalog import Broken, Catalog, Entry, LookupProblem
+from .components import (BASES, Augmenter, Cleaner, CleanResult, Component, CompressContext,
+                         Compressor, DataSpec, Dataset, DistInfo, FeatureTransform, Kind, Model,
+                         Monitor, NoParams, ParallelStrategy, Params, PrecisionPolicy, RunInfo,
+                         StageContext, StageInfo, StepInfo, Tuner)
+from .data import ARRAY_MODALITIES, ROW_ID, ColumnSpec, Modality, Role, Schema, Table
+from .errors import ForgelineError, InputError, Problem, StageError
+from .hookspecs import hookimpl
+
+__all__ = [
+    "ARRAY_MODALITIES", "BASES", "ROW_ID", "Augmenter", "Broken", "Catalog", "CleanResult", "Cleaner",
+    "ColumnSpec", "Component", "CompressContext", "Compressor", "DataSpec", "Dataset", "DistInfo",
+    "Entry", "FeatureTransform", "ForgelineError", "InputError", "Kind", "LookupProblem", "Modality",
+    "Model", "Monitor", "NoParams", "ParallelStrategy", "Params", "PrecisionPolicy", "Problem",
+    "Role", "RunInfo", "Schema", "StageContext", "StageError", "StageInfo", "StepInfo", "Table",
+    "Tuner", "hookimpl",
+]

@@ -1,0 +1,115 @@
+"""The ``forgeline`` command line: the composition root.
+
+Only this module builds the registry (plugin manager + catalog) and hands the catalog to the
+rest of ``core``. Input problems exit 2 with one line each, failed runs exit 1, and no
+traceback reaches the user (``FORGELINE_DEBUG=1`` shows it).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from .errors import InputError, StageError
+
+EXIT_FAILED, EXIT_INPUT = 1, 2
+
+
+class Context:
+    """Shared by all commands: the catalog, built once, on first use."""
+
+    def __init__(self, strict: bool = False) -> None:
+        self.strict = strict
+        self._catalog = None
+
+    @property
+    def catalog(self):
+        if self._catalog is None:
+            from ..registry import build_catalog  # composition root: the one place core meets registry
+            self._catalog = build_catalog(strict=self.strict)
+        return self._catalog
+
+
+pass_context = click.make_pass_decorator(Context, ensure=True)
+
+
+class ForgelineGroup(click.Group):
+    """Turns forgeline's errors into exit codes and one-line messages; adds plugin commands."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except InputError as e:
+            for p in e.problems:
+                click.echo(str(p), err=True)
+            ctx.exit(EXIT_INPUT)
+        except StageError as e:
+            click.echo(f"error: {e}", err=True)
+            ctx.exit(EXIT_FAILED)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._add_plugin_commands(ctx)
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, name: str):
+        cmd = super().get_command(ctx, name)
+        if cmd is None:
+            self._add_plugin_commands(ctx)
+            cmd = super().get_command(ctx, name)
+        return cmd
+
+    def _add_plugin_commands(self, ctx: click.Context) -> None:
+        if getattr(self, "_plugins_added", False):
+            return
+        self._plugins_added = True
+        obj = ctx.ensure_object(Context)
+        hook = obj.catalog.hook
+        if hook is None:
+            return
+        for commands in hook.forgeline_cli_commands():
+            for cmd in commands or ():
+                if cmd.name in self.commands:
+                    click.echo(f"warning: a plugin's command {cmd.name!r} clashes with a built-in; skipped", err=True)
+                else:
+                    self.add_command(cmd)
+
+
+@click.group(cls=ForgelineGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="forgeline")
+@click.option("--strict", is_flag=True, help="Treat a broken plugin as an error.")
+@click.pass_context
+def cli(ctx: click.Context, strict: bool) -> None:
+    """forgeline: prepare data and train models efficiently, from plugins."""
+    ctx.obj = Context(strict=strict)
+
+
+def _register_builtin_commands() -> None:
+    from .commands import pipeline, plugins, run
+    for module in (plugins, pipeline, run):
+        for cmd in module.COMMANDS:
+            cli.add_command(cmd)
+
+
+_register_builtin_commands()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        cli.main(prog_name="forgeline", standalone_mode=True)
+    except SystemExit:
+        raise
+    except Exception as e:  # a bug, not bad input: say so in one line unless debugging
+        if os.environ.get("FORGELINE_DEBUG"):
+            raise
+        click.echo(f"internal error: {type(e).__name__}: {e} (set FORGELINE_DEBUG=1 for the traceback)", err=True)
+        sys.exit(EXIT_FAILED)
+
+
+if __name__ == "__main__":  # pragma: no cover - torchrun starts ranks through this
+    main()

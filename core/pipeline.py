@@ -1,0 +1,122 @@
+"""The pipeline file's model: sections, their fields, defaults and descriptions.
+
+This model checks the *structure* of a pipeline file; each component's own ``with:`` is
+checked against that component's ``Params`` by validation (``forgeline.core.validation``),
+which also turns every problem into a ``FILE:LINE: path: message`` line.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Use(Section):
+    """A component reference: ``use`` names it (``name`` or ``provider:name``), ``with`` sets it."""
+
+    use: str = Field(description="registered component name, or provider:name")
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with",
+                                  description="the component's parameters")
+
+    def dump(self) -> dict[str, Any]:
+        return {"use": self.use, "with": dict(self.with_)}
+
+
+class Split(Section):
+    test: float = Field(0.2, gt=0, lt=1, description="share of rows held out for testing")
+    validation: float = Field(0.0, ge=0, lt=1, description="share of rows held out for validation "
+                              "(taken from what is left after the test split; 0 = use the test split)")
+    stratify: bool = Field(True, description="keep class shares equal across splits (classification)")
+
+
+class ColumnOverride(Section):
+    role: Literal["feature", "target", "id", "weight", "group", "time"] | None = None
+    modality: Literal["numeric", "categorical", "text", "datetime", "image", "series", "volume"] | None = None
+
+
+class Data(Section):
+    source: str = Field(description="a registered dataset, or a path to a .csv/.parquet file")
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with", description="the dataset's parameters")
+    target: str | None = Field(None, description="target column (defaults to the dataset's own)")
+    split: Split = Field(default_factory=Split)
+    columns: dict[str, ColumnOverride] = Field(default_factory=dict,
+                                               description="role/modality overrides per column")
+
+
+class Optimizer(Section):
+    name: Literal["sgd", "adam", "adamw"] = "adamw"
+    lr: float = Field(1e-3, gt=0)
+    momentum: float = Field(0.0, ge=0, lt=1, description="sgd only")
+    weight_decay: float = Field(0.0, ge=0)
+    fused: bool = Field(False, description="fused optimizer kernel (CUDA)")
+
+
+class Scheduler(Section):
+    name: Literal["none", "cosine", "step", "linear-warmup"] = "none"
+    warmup_steps: int = Field(0, ge=0)
+    step_size: int = Field(1000, ge=1, description="step: optimizer steps between decays")
+    gamma: float = Field(0.1, gt=0, le=1, description="step: decay factor")
+
+
+class Checkpoint(Section):
+    every_steps: int | None = Field(None, ge=1, description="also checkpoint every N optimizer steps")
+    keep: int = Field(2, ge=1, description="checkpoints kept on disk")
+
+
+class Train(Section):
+    model: Use
+    epochs: int = Field(1, ge=1)
+    batch_size: int = Field(32, ge=1, description="micro-batch size per process")
+    accumulate: int = Field(1, ge=1, description="micro-batches per optimizer step "
+                            "(effective batch = accumulate x batch_size x processes)")
+    optimizer: Optimizer = Field(default_factory=Optimizer)
+    scheduler: Scheduler = Field(default_factory=Scheduler)
+    precision: Use = Field(default_factory=lambda: Use(use="fp32"))
+    parallel: Use = Field(default_factory=lambda: Use(use="single"))
+    grad_clip: float | None = Field(None, gt=0, description="clip the gradient norm to this value")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    checkpoint: Checkpoint = Field(default_factory=Checkpoint)
+    compile: bool = Field(False, description="torch.compile the model")
+    log_every: int = Field(10, ge=1, description="log step metrics every N optimizer steps")
+
+    @field_validator("precision", "parallel", "model", mode="before")
+    @classmethod
+    def _short_form(cls, v: Any) -> Any:
+        # `precision: bf16` is accepted for `precision: {use: bf16}`
+        return {"use": v} if isinstance(v, str) else v
+
+
+class Pipeline(Section):
+    """A whole pipeline file."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="names the run folder")
+    seed: int = Field(0, description="fixes splits, sampling and initialisation")
+    data: Data
+    clean: list[Use] = Field(default_factory=list)
+    augment: list[Use] = Field(default_factory=list)
+    features: list[Use] = Field(default_factory=list)
+    train: Train | None = None
+    tune: Use | None = None
+    compress: list[Use] = Field(default_factory=list)
+    monitor: list[Use] = Field(default_factory=list)
+
+    @field_validator("clean", "augment", "features", "compress", "monitor", mode="before")
+    @classmethod
+    def _short_items(cls, v: Any) -> Any:
+        # `- robust-scale` is accepted for `- use: robust-scale`
+        return [{"use": i} if isinstance(i, str) else i for i in v] if isinstance(v, list) else v
+
+    @field_validator("tune", mode="before")
+    @classmethod
+    def _short_tune(cls, v: Any) -> Any:
+        return {"use": v} if isinstance(v, str) else v
+
+
+SECTIONS = tuple(Pipeline.model_fields)

@@ -1,0 +1,1 @@
+"""Built-in plugins, one subpackage per family; each is an entry point of the forgeline distribution."""
