@@ -1,0 +1,150 @@
+"""The run folder: manifest, metrics, quarantine, fitted stages, checkpoints, model.
+
+Only rank 0 writes; on other ranks a :class:`RunFolder` is ``None``-backed and every write is a
+no-op, so callers never branch on the rank. The manifest is rewritten atomically after every
+stage, so a failed or killed run keeps the record of what finished.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import pickle
+import platform
+import sys
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+from .errors import InputError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+SUBDIRS = ("quarantine", "stages", "checkpoints", "model", "artifacts")
+
+
+def utc_stamp() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+def new_run_dir(out: Path, name: str) -> Path:
+    """``out/<name>-<UTC timestamp>``, made unique with a suffix when two runs start in one second."""
+    base = out / f"{name}-{utc_stamp()}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside ``path``, then rename: readers never see half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def inside(root: Path, relative: str | os.PathLike) -> Path:
+    """``root/relative``, refusing paths that leave ``root`` (absolute paths, ``..``)."""
+    root = root.resolve()
+    target = (root / relative).resolve()
+    if root != target and root not in target.parents:
+        raise InputError(f"{relative}: path leaves the run folder {root}; give a path inside it")
+    return target
+
+
+def environment() -> dict[str, Any]:
+    env = {"python": sys.version.split()[0], "platform": platform.platform(),
+           "machine": platform.machine(), "cpus": os.cpu_count()}
+    for dist in ("forgeline", "torch", "numpy", "pandas", "scikit-learn", "pydantic", "pluggy"):
+        try:
+            env[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    if "torch" in sys.modules:
+        torch = sys.modules["torch"]
+        env["cuda"] = torch.version.cuda if torch.cuda.is_available() else None
+        if torch.cuda.is_available():
+            env["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return env
+
+
+class RunFolder:
+    """Writes one run's folder (rank 0); ``path=None`` makes every write a no-op."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.manifest: dict[str, Any] = {}
+        if path is not None:
+            path.mkdir(parents=True, exist_ok=True)
+            for sub in SUBDIRS:
+                (path / sub).mkdir(exist_ok=True)
+
+    @property
+    def writes(self) -> bool:
+        return self.path is not None
+
+    def sub(self, name: str) -> Path | None:
+        return self.path / name if self.path else None
+
+    def save_manifest(self) -> None:
+        if self.path:
+            data = json.dumps(self.manifest, indent=2, default=_json_default).encode()
+            write_atomic(self.path / "manifest.json", data)
+
+    def quarantine(self, stage: str, rows: pd.DataFrame) -> str | None:
+        """Write the rows a stage removed (with ``stage``/``split``/``reason`` columns); returns the file."""
+        if not self.path or rows.empty:
+            return None
+        file = self.path / "quarantine" / f"{stage}.csv"
+        rows.to_csv(file, index=True)
+        return str(file.relative_to(self.path))
+
+    def save_stage(self, stage: str, component: Any) -> str | None:
+        """Pickle a fitted component so the run can be applied to new data (trusted run folders only)."""
+        if not self.path:
+            return None
+        file = self.path / "stages" / f"{stage}.pkl"
+        write_atomic(file, pickle.dumps(component, protocol=pickle.HIGHEST_PROTOCOL))
+        return str(file.relative_to(self.path))
+
+    def write_json(self, relative: str, data: Any) -> None:
+        if self.path:
+            write_atomic(inside(self.path, relative), json.dumps(data, indent=2, default=_json_default).encode())
+
+
+def read_manifest(run_dir: Path) -> dict[str, Any]:
+    file = run_dir / "manifest.json"
+    if not file.is_file():
+        raise InputError(f"{run_dir}: not a run folder (no manifest.json)")
+    return json.loads(file.read_text())
+
+
+def _json_default(o: Any) -> Any:
+    import numpy as np
+
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (Path, _dt.datetime)):
+        return str(o)
+    if isinstance(o, (set, frozenset)):
+        return sorted(o)
+    if hasattr(o, "model_dump"):
+        return o.model_dump()
+    return repr(o)
+
+
+def json_record(record: Mapping[str, Any]) -> str:
+    return json.dumps(record, default=_json_default)
