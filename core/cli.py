@@ -1,7 +1,7 @@
 """The ``forgeline`` command line: the composition root.
 
-Only this module builds the registry (plugin manager + catalog) and hands the catalog to the
-rest of ``core``. Input problems exit 2 with one line each, failed runs exit 1, and no
+Only the CLI (through ``commands.Context``) builds the registry (plugin manager + catalog)
+and hands the catalog to the rest of ``core``. Input problems exit 2 with one line each, failed runs exit 1, and no
 traceback reaches the user (``FORGELINE_DEBUG=1`` shows it).
 """
 
@@ -12,27 +12,10 @@ import sys
 
 import click
 
+from .commands import Context
 from .errors import InputError, StageError
 
 EXIT_FAILED, EXIT_INPUT = 1, 2
-
-
-class Context:
-    """Shared by all commands: the catalog, built once, on first use."""
-
-    def __init__(self, strict: bool = False) -> None:
-        self.strict = strict
-        self._catalog = None
-
-    @property
-    def catalog(self):
-        if self._catalog is None:
-            from ..registry import build_catalog  # composition root: the one place core meets registry
-            self._catalog = build_catalog(strict=self.strict)
-        return self._catalog
-
-
-pass_context = click.make_pass_decorator(Context, ensure=True)
 
 
 class ForgelineGroup(click.Group):

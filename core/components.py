@@ -144,6 +144,13 @@ class Component:
             {**self.params.model_dump(), **params}).model_dump())
         return self
 
+    def __sklearn_clone__(self) -> Component:
+        """An unfitted copy with equal parameters, for ``sklearn.base.clone``.
+
+        sklearn's default clone checks ``get_params()`` values by identity, which fails for
+        list/dict parameters because ``model_dump`` builds new objects each time."""
+        return type(self)(self.params.model_copy(deep=True))
+
 
 # --------------------------------------------------------------------------- data preparation
 
@@ -225,6 +232,14 @@ class FeatureTransform(Component):
         """What the fitted transform did (kept/dropped features, scores) for the run report."""
         return {}
 
+    def __sklearn_tags__(self) -> Any:
+        """scikit-learn (>= 1.6) asks every step of a ``Pipeline`` for its tags; subclassing
+        ``BaseEstimator`` would import sklearn at start-up, so the tags are built here, lazily."""
+        from sklearn.utils import Tags, TargetTags, TransformerTags
+
+        return Tags(estimator_type=None, target_tags=TargetTags(required=False),
+                    transformer_tags=TransformerTags())
+
 
 # --------------------------------------------------------------------------- training
 
@@ -305,6 +320,9 @@ class PrecisionPolicy(Component):
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         pass
+
+    def teardown(self) -> None:
+        """Undo global changes made by ``setup`` (e.g. TF32 switches); called after training."""
 
 
 @dataclass(frozen=True)

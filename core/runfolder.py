@@ -97,6 +97,13 @@ class RunFolder:
     def sub(self, name: str) -> Path | None:
         return self.path / name if self.path else None
 
+    def prune_empty(self, name: str) -> None:
+        """Remove the empty folders under ``name`` (stages that wrote no files)."""
+        if self.path:
+            for d in sorted((self.path / name).glob("*"), reverse=True):
+                if d.is_dir() and not any(d.iterdir()):
+                    d.rmdir()
+
     def save_manifest(self) -> None:
         if self.path:
             data = json.dumps(self.manifest, indent=2, default=_json_default).encode()

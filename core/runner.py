@@ -125,32 +125,6 @@ class Recorder:
             m.close()
 
 
-class Progress:
-    """Progress for long work on stderr: bars on a terminal, a line per stage otherwise."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self._bar = None
-        if enabled and sys.stderr.isatty():
-            from rich.progress import Progress as RichProgress
-            self._bar = RichProgress(transient=True)
-            self._bar.start()
-
-    def say(self, text: str) -> None:
-        if self.enabled:
-            (self._bar.console.print if self._bar else lambda t: print(t, file=sys.stderr, flush=True))(text)
-
-    def task(self, description: str, total: int | None) -> Callable[[int], None]:
-        if not self._bar:
-            return lambda n=1: None
-        tid = self._bar.add_task(description, total=total)
-        return lambda n=1: self._bar.advance(tid, n)
-
-    def stop(self) -> None:
-        if self._bar:
-            self._bar.stop()
-
-
 class Runner:
     """Runs a :class:`Plan` into a run folder. ``run()`` returns a :class:`Run` or raises."""
 
@@ -168,7 +142,6 @@ class Runner:
         path = run_dir or (resume if resume else new_run_dir(Path(out), self.p.name))
         self.folder = RunFolder(path if self.dist.is_main else None)
         self.dir = Path(path)
-        self.progress = Progress(enabled=not quiet and self.dist.is_main)
         self.quiet = quiet
         self.hook = catalog.hook
         self.stage_index = 0
@@ -207,9 +180,9 @@ class Runner:
                 self._call_hook("forgeline_run_finished", run=self.info, status=m["status"], error=error)
             finally:
                 self.record.close()
-                self.progress.stop()
-            if self.folder.writes:
-                self.progress.say(f"run {m['status']}: {self.dir}")
+            self.folder.prune_empty("artifacts")
+            if self.folder.writes and not self.quiet:
+                print(f"run folder: {self.dir}", file=sys.stderr)
 
     def _run_stages(self) -> Run:
         fitted: list[tuple[str, Component]] = []
@@ -243,7 +216,6 @@ class Runner:
         self.folder.save_manifest()
         self._call_hook("forgeline_stage_started", run=self.info, stage=info)
         self.record({"event": "stage", "stage": stage_id, "name": name, "status": "started"})
-        self.progress.say(f"[{stage_id}] {name} ...")
         report: dict[str, Any] = {}
         try:
             yield report
@@ -261,9 +233,8 @@ class Runner:
                      report=report)
         self.folder.save_manifest()
         self.record({"event": "stage", "stage": stage_id, "name": name, "status": "succeeded",
-                     "seconds": entry["seconds"]})
+                     "seconds": entry["seconds"], "summary": _summary(report)})
         self._call_hook("forgeline_stage_finished", run=self.info, stage=info, report=report)
-        self.progress.say(f"[{stage_id}] {name} done in {entry['seconds']:.2f}s{_summary(report)}")
 
     def _fail(self, entry: dict[str, Any], error: BaseException) -> None:
         entry.update(status="failed", finished=time.time(), error=f"{type(error).__name__}: {error}",
@@ -280,7 +251,7 @@ class Runner:
             art = art / stage_id
             art.mkdir(parents=True, exist_ok=True)
         return StageContext(seed=self.p.seed, artifacts=art, log=self.record,
-                            progress=self.progress.task, rank=self.dist.rank, world_size=self.dist.world_size)
+                            rank=self.dist.rank, world_size=self.dist.world_size)
 
     def _open_monitors(self) -> list[tuple[str, Monitor]]:
         uses = list(self.plan.monitor)
@@ -461,14 +432,23 @@ class Runner:
             job = self._job(splits, batch_augmenters)
             result = fit(job)
             metrics = dict(result.metrics)
-            if splits.test is not None and splits.valid is not None:
-                from .train.evaluate import evaluate_table
-                metrics.update({f"test_{k.removeprefix('val_')}": v for k, v in
-                                evaluate_table(result.module, job.model, splits.test, self.task, self.classes).items()})
+            if splits.test is not None and splits.valid is not None:  # else the test split was the validation
+                metrics.update(self._test_metrics(result, job, splits.test))
             self.folder.manifest["metrics"].update(metrics)
-            report.update(steps=result.steps, metrics=metrics, **result.report)
+            report.update(result.report)
+            report.update(steps=result.steps, metrics=metrics)
             self._save_model(result, job)
         return result, job.model
+
+    def _test_metrics(self, result: TrainResult, job: Any, test: Table) -> dict[str, float]:
+        from .train.evaluate import metrics_from_outputs, predict
+        from .train.loop import encode_targets
+
+        module = result.module
+        device = next(module.parameters()).device
+        outputs = predict(module, job.model.inputs(test), self.p.train.batch_size, job.precision, device)
+        targets = encode_targets(test, self.task, self.classes, "test")
+        return metrics_from_outputs(outputs, targets, self.task == "classification", prefix="test_")
 
     def _save_model(self, result: TrainResult, job: Any) -> None:
         if not self.folder.writes:
@@ -512,11 +492,11 @@ def _check_accounting(cleaner: str, split: str, before: Table, out: CleanResult)
 def _summary(report: Mapping[str, Any]) -> str:
     t = report.get("train")
     if isinstance(t, Mapping) and "rows_in" in t:
-        return f": {t['rows_in']} -> {t['rows_out']} rows, {t['removed']} quarantined, {t['flagged']} flagged"
+        return f"train {t['rows_in']} -> {t['rows_out']} rows, {t['removed']} quarantined, {t['flagged']} flagged"
     if "rows" in report:
-        return f": {report['rows']} rows, splits {report.get('splits')}"
+        return f"{report['rows']} rows, splits {report.get('splits')}"
     if "metrics" in report:
-        return ": " + ", ".join(f"{k}={v:.4g}" for k, v in report["metrics"].items() if isinstance(v, float))
+        return ", ".join(f"{k} {v:.4g}" for k, v in report["metrics"].items() if isinstance(v, float))
     return ""
 
 

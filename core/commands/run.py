@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ..cli import Context, pass_context
+from . import Context, pass_context
 from ..errors import InputError
 from ..validation import assembly_options, pipeline_from_options
 

@@ -1,0 +1,219 @@
+"""forgeline's training loop against a hand-written PyTorch loop: step time and peak memory.
+
+Both run the same model (same initial weights), the same data and the same batch order
+(``ParallelStrategy.shard``), with the real ``single`` strategy and ``fp32`` policy, in one
+process, interleaved (the order alternates every repetition so machine load hits both
+alike). Step time is the median over all timed epochs (each run's first epoch is warm-up)
+of epoch time / steps; forgeline's epoch time is the loop's own ``epoch_time_s`` record,
+measured exactly like the hand loop's (the epoch's batches, no validation). Peak memory is
+the growth of the peak RSS while training (VmHWM after resetting it through
+``/proc/self/clear_refs``), each variant in a fresh child process: on the CPU torch keeps
+no allocator statistics, and tracemalloc does not see torch's allocations. The final weights of both loops are
+compared too (a parity check: they must be equal).
+
+    python benchmarks/train_overhead.py              # both sizes
+    python benchmarks/train_overhead.py --quick      # fewer repetitions
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from forgeline.core import DistInfo, Model, ParallelStrategy, Params, RunInfo, Table
+from forgeline.core.pipeline import Train
+from forgeline.core.train import TrainJob
+from forgeline.core.train.loop import fit
+from forgeline.plugins.precision import FP32
+
+try:  # the real built-in `single` strategy when the parallel family has landed
+    from forgeline.plugins.parallel import Single as SingleStrategy  # type: ignore[attr-defined]
+except Exception:  # the base class is the single-process strategy
+    SingleStrategy = ParallelStrategy
+
+
+class BenchMLP(Model):
+    """64-256-256-2 MLP over 64 numeric features."""
+
+    name = "bench-mlp"
+
+    class Params(Params):
+        hidden: int = Field(256, description="hidden units per layer")
+
+    def inputs(self, table: Table) -> torch.Tensor:
+        return torch.tensor(table.X.to_numpy(np.float32))
+
+    def build(self, spec):
+        h = self.params.hidden
+        return torch.nn.Sequential(torch.nn.Linear(spec.input_shape[0], h), torch.nn.ReLU(),
+                                   torch.nn.Linear(h, h), torch.nn.ReLU(), torch.nn.Linear(h, spec.n_outputs))
+
+
+class BenchCNN(Model):
+    """Small CNN over 3x32x32 images: two conv blocks and a linear head."""
+
+    name = "bench-cnn"
+
+    def inputs(self, table: Table) -> torch.Tensor:
+        return torch.from_numpy(table.arrays["image"])
+
+    def build(self, spec):
+        c = spec.input_shape[0]
+        return torch.nn.Sequential(
+            torch.nn.Conv2d(c, 32, 3, padding=1), torch.nn.BatchNorm2d(32), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+            torch.nn.Conv2d(32, 64, 3, padding=1), torch.nn.BatchNorm2d(64), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+            torch.nn.Flatten(), torch.nn.Linear(64 * 8 * 8, spec.n_outputs))
+
+
+def make_case(size: str) -> dict:
+    rng = np.random.default_rng(0)
+    if size == "mlp":
+        n, batch = 64 * 100, 64
+        x = rng.normal(size=(n, 64)).astype(np.float32)
+        y = (x[:, :8].sum(1) > 0).astype(int)
+        table = Table.from_frame(pd.DataFrame(x, columns=[f"f{i}" for i in range(64)]).assign(y=y), target="y")
+        return {"table": table, "model": BenchMLP(), "batch": batch, "classes": [0, 1], "epochs": 4}
+    n, batch = 32 * 30, 32
+    images = rng.normal(size=(n, 3, 32, 32)).astype(np.float32)
+    y = rng.integers(0, 10, n)
+    table = Table.from_frame(pd.DataFrame({"y": y}), target="y", arrays={"image": images})
+    return {"table": table, "model": BenchCNN(), "batch": batch, "classes": list(range(10)), "epochs": 3}
+
+
+OPTIMIZER = {"name": "sgd", "lr": 0.01, "momentum": 0.9}
+SEED = 0
+
+
+def run_forgeline(case: dict) -> tuple[list[float], torch.nn.Module]:
+    records: list[dict] = []
+    config = Train.model_validate({"model": "bench", "device": "cpu", "epochs": case["epochs"],
+                                   "batch_size": case["batch"], "optimizer": OPTIMIZER})
+    job = TrainJob(config=config, model=case["model"], precision=FP32(), parallel=SingleStrategy(),
+                   train=case["table"], valid=None, task="classification", classes=case["classes"],
+                   run=RunInfo(name="bench", dir=None, seed=SEED, pipeline={}), dist=DistInfo(), seed=SEED,
+                   log=records.append)
+    result = fit(job)
+    return [r["epoch_time_s"] for r in records if r["event"] == "epoch"], result.module
+
+
+def run_hand(case: dict) -> tuple[list[float], torch.nn.Module]:
+    """The plain PyTorch loop a user would write, on the same tensors and batch order."""
+    table, model_component, batch = case["table"], case["model"], case["batch"]
+    torch.manual_seed(SEED)
+    model_component.fit_inputs(table)
+    x_all = model_component.inputs(table)
+    codes = {c: i for i, c in enumerate(case["classes"])}
+    y_all = torch.tensor(table.y.map(codes).to_numpy(np.int64))
+    from forgeline.core import DataSpec
+    model = model_component.build(DataSpec("classification", len(case["classes"]), tuple(x_all.shape[1:])))
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=OPTIMIZER["lr"], momentum=OPTIMIZER["momentum"])
+    times = []
+    for epoch in range(case["epochs"]):
+        order = torch.from_numpy(np.random.default_rng(SEED + epoch).permutation(len(table)))
+        t0 = time.perf_counter()
+        for start in range(0, len(order), batch):
+            idx = order[start:start + batch]
+            loss = F.cross_entropy(model(x_all[idx]), y_all[idx])
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - t0)
+    return times, model
+
+
+RUNNERS = {"forgeline": run_forgeline, "hand": run_hand}
+
+
+def _peak_rss_growth_kib(size: str, variant: str) -> int:
+    """Child-process body: reset the peak RSS, train, report the peak's growth over the start."""
+    case = make_case(size)
+    case["epochs"] = 2
+    try:  # Linux: writing 5 to clear_refs resets the peak RSS (VmHWM) to the current RSS
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        before = _status_kib("VmRSS")
+        RUNNERS[variant](case)
+        return _status_kib("VmHWM") - before
+    except OSError:  # elsewhere: growth of the lifetime peak (a lower bound)
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        RUNNERS[variant](case)
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
+def peak_rss_growth_kib(size: str, variant: str) -> int:
+    """Peak RSS growth while training, measured in a fresh interpreter (KiB)."""
+    out = subprocess.run([sys.executable, __file__, "--memory-child", f"{size}:{variant}"],
+                         capture_output=True, text=True, check=True)
+    return int(out.stdout.strip().splitlines()[-1])
+
+
+def bench(size: str, reps: int) -> dict:
+    case = make_case(size)
+    steps = -(-len(case["table"]) // case["batch"])
+    per_step: dict[str, list[float]] = {"forgeline": [], "hand": []}
+    parity = None
+    for rep in range(reps):
+        order = ["forgeline", "hand"] if rep % 2 == 0 else ["hand", "forgeline"]
+        modules = {}
+        for variant in order:
+            times, modules[variant] = RUNNERS[variant](case)
+            per_step[variant] += [t / steps for t in times[1:]]  # first epoch: warm-up
+        if parity is None:
+            parity = all(torch.equal(a, b) for a, b in zip(modules["forgeline"].state_dict().values(),
+                                                            modules["hand"].state_dict().values()))
+    med = {k: statistics.median(v) for k, v in per_step.items()}
+    mem = {k: peak_rss_growth_kib(size, k) for k in RUNNERS}
+    return {"size": size, "batch": case["batch"], "steps_per_epoch": steps, "timed_epochs": len(per_step["hand"]),
+            "hand_step_ms": med["hand"] * 1e3, "forgeline_step_ms": med["forgeline"] * 1e3,
+            "overhead_pct": (med["forgeline"] / med["hand"] - 1) * 100,
+            "hand_peak_rss_growth_kib": mem["hand"], "forgeline_peak_rss_growth_kib": mem["forgeline"],
+            "weights_equal": parity}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="cnn,mlp", help="comma-separated: cnn, mlp")
+    ap.add_argument("--reps", type=int, default=8, help="interleaved repetitions per size")
+    ap.add_argument("--quick", action="store_true", help="3 repetitions")
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: steadier on a busy machine)")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--memory-child", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.memory_child:
+        print(_peak_rss_growth_kib(*args.memory_child.split(":")))
+        return
+    targets = {"cnn": 1.0, "mlp": 5.0}
+    rows = [bench(s, 3 if args.quick else args.reps) for s in args.sizes.split(",")]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    print(f"torch {torch.__version__}, {args.threads} thread(s), strategy {SingleStrategy.__module__}.{SingleStrategy.__name__}")
+    print(f"{'size':5} {'batch':>5} {'hand ms/step':>13} {'forgeline ms/step':>18} {'overhead':>9} {'target':>7} "
+          f"{'hand peakRSS+':>14} {'forgeline peakRSS+':>19} {'weights equal':>14}")
+    for r in rows:
+        t = targets[r["size"]]
+        print(f"{r['size']:5} {r['batch']:>5} {r['hand_step_ms']:>13.3f} {r['forgeline_step_ms']:>18.3f} "
+              f"{r['overhead_pct']:>8.2f}% {'<=' + str(t) + '%':>7} {r['hand_peak_rss_growth_kib']:>11} KiB "
+              f"{r['forgeline_peak_rss_growth_kib']:>16} KiB {str(r['weights_equal']):>14}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""Column selection, input checks and bookkeeping shared by the built-in cleaners.
+
+Every check raises :class:`~forgeline.core.InputError` with one line that names the stage,
+the column and what would be right, so a user can fix the input without reading code.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterable
+
+import numpy as np
+
+from forgeline.core import InputError, Modality, Table
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+
+def require_rows(table: Table, stage: str) -> None:
+    """An empty table cannot be fitted or cleaned."""
+    if len(table) == 0:
+        raise InputError(f"{stage}: the table is empty (0 rows); it needs at least one row")
+
+
+def select_columns(table: Table, columns: list[str] | None, modalities: Iterable[Modality],
+                   stage: str) -> list[str]:
+    """The columns a cleaner works on: the ones named, or every feature column of ``modalities``.
+
+    Named columns must exist in the frame and must not be the target (cleaners never change
+    the target except by relabelling, which has its own stage).
+    """
+    mods = frozenset(modalities)
+    if columns is None:
+        return [c for c in table.schema.features(mods) if c in table.frame.columns]
+    for col in columns:
+        if col not in table.frame.columns:
+            known = ", ".join(map(str, table.frame.columns[:12]))
+            raise InputError(f"{stage}: column {col!r} is not in the table (columns: {known})")
+        if col == table.target:
+            raise InputError(f"{stage}: column {col!r} is the target; name feature columns only")
+    return list(columns)
+
+
+def require_numeric(frame: pd.DataFrame, columns: list[str], stage: str) -> None:
+    """Every column must hold numbers (not text parsed later, not booleans as categories)."""
+    import pandas as pd
+
+    for col in columns:
+        s = frame[col]
+        if not pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
+            raise InputError(f"{stage}: column {col!r} has dtype {s.dtype}, a numeric column is needed "
+                             f"(convert it to numbers or leave it out of 'columns')")
+
+
+def require_not_all_missing(frame: pd.DataFrame, columns: list[str], stage: str) -> None:
+    """A column with no observed value has no statistics to fit."""
+    counts = frame[columns].notna().sum()
+    for col, n in counts.items():
+        if n == 0:
+            raise InputError(f"{stage}: column {col!r} is entirely missing; it needs at least one "
+                             f"observed value (drop the column or leave it out of 'columns')")
+
+
+def numeric_block(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """The columns as one float64 array (a fresh copy: callers may change it in place)."""
+    return frame[columns].to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
+
+
+def replace_columns(frame: pd.DataFrame, columns: list[str], values: np.ndarray) -> pd.DataFrame:
+    """A new frame: ``frame`` with ``columns`` replaced by ``values`` (the input is not changed).
+
+    Building the replaced block as one frame and concatenating once is much faster on wide
+    frames than assigning column by column.
+    """
+    import pandas as pd
+
+    block = pd.DataFrame(values, index=frame.index, columns=columns, copy=False)
+    rest = [c for c in frame.columns if c not in set(columns)]
+    out = pd.concat([frame[rest], block], axis=1) if rest else block
+    return out[list(frame.columns)]
+
+
+def removed_rows(frame: pd.DataFrame, mask: np.ndarray, reasons: np.ndarray | str) -> pd.DataFrame:
+    """The rows where ``mask`` is true, as they came in, with a ``reason`` column."""
+    out = frame.loc[mask].copy()
+    out["reason"] = reasons if isinstance(reasons, str) else np.asarray(reasons)[mask]
+    return out
+
+
+def no_rows_removed(frame: pd.DataFrame) -> pd.DataFrame:
+    """An empty ``removed`` frame with the input's columns plus ``reason``."""
+    out = frame.iloc[:0].copy()
+    out["reason"] = np.array([], dtype=object)
+    return out
+
+
+def column_stats(values: np.ndarray, columns: list[str]) -> dict[str, dict[str, float]]:
+    """Per-column mean, std, min, max and missing count, for before/after reports."""
+    import warnings
+
+    with warnings.catch_warnings():  # all-NaN columns after a drop are fine to report as NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        stats = {"mean": np.nanmean(values, axis=0), "std": np.nanstd(values, axis=0),
+                 "min": np.nanmin(values, axis=0) if len(values) else np.full(len(columns), np.nan),
+                 "max": np.nanmax(values, axis=0) if len(values) else np.full(len(columns), np.nan),
+                 "missing": np.isnan(values).sum(axis=0)}
+    return {col: {k: float(v[j]) for k, v in stats.items()} for j, col in enumerate(columns)}

@@ -1,0 +1,111 @@
+"""Outlier detection by the 3-sigma rule (or its robust median/MAD variant), per numeric column."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from forgeline.core import Cleaner, CleanResult, Modality, Params, StageContext, Table
+
+from ._columns import (column_stats, no_rows_removed, numeric_block, removed_rows, replace_columns,
+                       require_not_all_missing, require_numeric, require_rows, select_columns)
+
+#: MAD * 1.4826 estimates the standard deviation of normally distributed data
+MAD_TO_STD = 1.4826
+
+
+class SigmaOutliersParams(Params):
+    k: float = Field(3.0, gt=0, description="a value is an outlier when |x - centre| > k * spread")
+    robust: bool = Field(False, description="centre = median and spread = 1.4826 * MAD instead of mean and std")
+    action: Literal["flag", "clip", "drop"] = Field(
+        "clip", description="flag: only report; clip: move outliers to the k-sigma bound; "
+        "drop: remove rows with any outlier (to quarantine)")
+    columns: list[str] | None = Field(None, description="numeric columns to check (None = every numeric feature)")
+
+
+class SigmaOutliers(Cleaner):
+    """Flags, clips or drops values more than k standard deviations from the training mean.
+
+    Centre and spread are fitted on the training split only and reused on every other split.
+    Columns with zero spread in training are never flagged (every deviation would count).
+    Missing values are left alone (they are the imputer's job).
+    """
+
+    name = "sigma-outliers"
+    Params = SigmaOutliersParams
+    modalities = frozenset({Modality.NUMERIC})
+    detects = "outlier"
+
+    def fit(self, table: Table, ctx: StageContext | None = None) -> SigmaOutliers:
+        require_rows(table, self.name)
+        cols = select_columns(table, self.params.columns, self.modalities, self.name)
+        require_numeric(table.frame, cols, self.name)
+        require_not_all_missing(table.frame, cols, self.name)
+        X = numeric_block(table.frame, cols)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a single observed value: std is 0
+            if self.params.robust:
+                centre = np.nanmedian(X, axis=0)
+                spread = MAD_TO_STD * np.nanmedian(np.abs(X - centre), axis=0)
+            else:
+                centre = np.nanmean(X, axis=0)
+                spread = np.nanstd(X, axis=0, ddof=1)
+        self.columns_ = cols
+        self.centre_ = centre
+        self.spread_ = np.nan_to_num(spread, nan=0.0)
+        return self
+
+    def apply(self, table: Table, ctx: StageContext | None = None) -> CleanResult:
+        cols = self.columns_
+        missing = [c for c in cols if c not in table.frame.columns]
+        if missing:
+            from forgeline.core import InputError
+            raise InputError(f"{self.name}: column {missing[0]!r} was fitted but is not in this table")
+        require_numeric(table.frame, cols, self.name)
+        X = numeric_block(table.frame, cols)
+        usable = self.spread_ > 0
+        half = np.where(usable, self.params.k * self.spread_, np.inf)
+        lo, hi = self.centre_ - half, self.centre_ + half
+        # NaN compares false on both sides, so missing values are never outliers
+        low, high = X < lo, X > hi
+        out = low | high
+        row_out = out.any(axis=1)
+        flagged = table.row_ids[row_out]
+        before = column_stats(X, cols)
+        action = self.params.action
+        frame, removed = table.frame, no_rows_removed(table.frame)
+        if action == "clip":
+            np.clip(X, lo, hi, out=X)
+            frame = replace_columns(table.frame, cols, X)
+            after_values = X
+        elif action == "drop":
+            removed = removed_rows(table.frame, row_out, self._reasons(out, row_out, cols))
+            frame = table.frame.loc[~row_out]
+            after_values = X[~row_out]
+        else:
+            after_values = X
+        kept = table.with_frame(frame) if action != "drop" else table.take_mask(~row_out)
+        per_col = out.sum(axis=0)
+        report = {
+            "action": action, "k": self.params.k, "robust": self.params.robust,
+            "rows_in": len(table), "rows_with_outliers": int(row_out.sum()),
+            "rows_removed": len(removed), "values_flagged": int(per_col.sum()),
+            "outliers_per_column": {c: int(n) for c, n in zip(cols, per_col)},
+            "bounds": {c: [float(a), float(b)] for c, a, b in zip(cols, lo, hi)},
+            "constant_columns_skipped": [c for c, u in zip(cols, usable) if not u],
+            "before": before,
+            "after": column_stats(after_values, cols) if action != "flag" else before,
+        }
+        return CleanResult(table=kept, removed=removed, flagged=flagged, report=report)
+
+    @staticmethod
+    def _reasons(out: np.ndarray, row_out: np.ndarray, cols: list[str]) -> np.ndarray:
+        """'outlier in a, b' for each dropped row (only built for the rows that go)."""
+        reasons = np.empty(len(row_out), dtype=object)
+        names = np.array(cols, dtype=object)
+        for i in np.flatnonzero(row_out):
+            reasons[i] = "outlier in " + ", ".join(names[out[i]])
+        return reasons
