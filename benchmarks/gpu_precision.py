@@ -317,7 +317,9 @@ def main() -> int:
         print("gpu_precision: no CUDA GPU here; nothing to measure (run with --smoke to check the script on CPU)")
         return 0
     device = "cpu" if args.smoke else "cuda"
-    steps = max(2 * LOG_EVERY, args.steps - args.steps % LOG_EVERY)
+    if args.smoke:
+        torch.set_num_threads(1)
+    steps = max(2 * LOG_EVERY, (2 * LOG_EVERY if args.smoke else args.steps) // LOG_EVERY * LOG_EVERY)
     start = time.perf_counter()
     cases = make_cases(args.smoke, steps)
     name = "CPU (smoke sizes)" if args.smoke else torch.cuda.get_device_name()
@@ -351,7 +353,7 @@ def main() -> int:
 
     for key, case in cases.items():
         case["flops"] = flops_per_sample(case, key)
-        print(f"{key}: {case['flops'] / 1e9:.1f} GFLOP per sample (training)")
+        print(f"{key}: {case['flops'] / 1e9:.4g} GFLOP per sample (training)")
         for policy in POLICIES:
             measure(key, policy, False, policy)
     if not args.no_fast_path:

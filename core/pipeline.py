@@ -37,30 +37,32 @@ class Split(Section):
 
 
 class ColumnOverride(Section):
-    role: Literal["feature", "target", "id", "weight", "group", "time"] | None = None
-    modality: Literal["numeric", "categorical", "text", "datetime", "image", "series", "volume"] | None = None
+    role: Literal["feature", "target", "id", "weight", "group", "time"] | None = Field(None, description="what the column is for")
+    modality: Literal["numeric", "categorical", "text", "datetime", "image", "series", "volume"] | None = Field(
+        None, description="what kind of values it holds")
 
 
 class Data(Section):
     source: str = Field(description="a registered dataset, or a path to a .csv/.parquet file")
     with_: dict[str, Any] = Field(default_factory=dict, alias="with", description="the dataset's parameters")
     target: str | None = Field(None, description="target column (defaults to the dataset's own)")
-    split: Split = Field(default_factory=Split)
+    split: Split = Field(default_factory=Split, description="held-out shares, fixed by the seed")
     columns: dict[str, ColumnOverride] = Field(default_factory=dict,
                                                description="role/modality overrides per column")
 
 
 class Optimizer(Section):
-    name: Literal["sgd", "adam", "adamw"] = "adamw"
-    lr: float = Field(1e-3, gt=0)
+    name: Literal["sgd", "adam", "adamw"] = Field("adamw", description="torch.optim optimizer")
+    lr: float = Field(1e-3, gt=0, description="learning rate")
     momentum: float = Field(0.0, ge=0, lt=1, description="sgd only")
     weight_decay: float = Field(0.0, ge=0)
     fused: bool = Field(False, description="fused optimizer kernel (CUDA)")
 
 
 class Scheduler(Section):
-    name: Literal["none", "cosine", "step", "linear-warmup"] = "none"
-    warmup_steps: int = Field(0, ge=0)
+    name: Literal["none", "cosine", "step", "linear-warmup"] = Field(
+        "none", description="learning-rate schedule over optimizer steps (it steps only after real steps)")
+    warmup_steps: int = Field(0, ge=0, description="linear warm-up steps before the schedule")
     step_size: int = Field(1000, ge=1, description="step: optimizer steps between decays")
     gamma: float = Field(0.1, gt=0, le=1, description="step: decay factor")
 
@@ -71,18 +73,19 @@ class Checkpoint(Section):
 
 
 class Train(Section):
-    model: Use
-    epochs: int = Field(1, ge=1)
+    model: Use = Field(description="the model to train (a registered model, or package.module:callable)")
+    epochs: int = Field(1, ge=1, description="passes over the training split")
     batch_size: int = Field(32, ge=1, description="micro-batch size per process")
     accumulate: int = Field(1, ge=1, description="micro-batches per optimizer step "
                             "(effective batch = accumulate x batch_size x processes)")
-    optimizer: Optimizer = Field(default_factory=Optimizer)
-    scheduler: Scheduler = Field(default_factory=Scheduler)
-    precision: Use = Field(default_factory=lambda: Use(use="fp32"))
-    parallel: Use = Field(default_factory=lambda: Use(use="single"))
+    optimizer: Optimizer = Field(default_factory=Optimizer, description="optimizer and its settings")
+    scheduler: Scheduler = Field(default_factory=Scheduler, description="learning-rate schedule")
+    precision: Use = Field(default_factory=lambda: Use(use="fp32"), description="precision policy")
+    parallel: Use = Field(default_factory=lambda: Use(use="single"), description="parallel strategy")
     grad_clip: float | None = Field(None, gt=0, description="clip the gradient norm to this value")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    checkpoint: Checkpoint = Field(default_factory=Checkpoint)
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when available, else cpu")
+    checkpoint: Checkpoint = Field(default_factory=Checkpoint, description="checkpoints: every epoch end, "
+                                   "and every N steps when set")
     compile: bool = Field(False, description="torch.compile the model")
     log_every: int = Field(10, ge=1, description="log step metrics every N optimizer steps")
 
@@ -98,14 +101,14 @@ class Pipeline(Section):
 
     name: str = Field(pattern=NAME_PATTERN, description="names the run folder")
     seed: int = Field(0, description="fixes splits, sampling and initialisation")
-    data: Data
-    clean: list[Use] = Field(default_factory=list)
-    augment: list[Use] = Field(default_factory=list)
-    features: list[Use] = Field(default_factory=list)
-    train: Train | None = None
-    tune: Use | None = None
-    compress: list[Use] = Field(default_factory=list)
-    monitor: list[Use] = Field(default_factory=list)
+    data: Data = Field(description="where the rows come from, the target, the splits")
+    clean: list[Use] = Field(default_factory=list, description="cleaners, in order")
+    augment: list[Use] = Field(default_factory=list, description="augmenters, in order (training split only)")
+    features: list[Use] = Field(default_factory=list, description="feature transforms, in order")
+    train: Train | None = Field(None, description="the training loop")
+    tune: Use | None = Field(None, description="a tuner searching pipeline values (train runs inside it)")
+    compress: list[Use] = Field(default_factory=list, description="compressors applied to the trained model")
+    monitor: list[Use] = Field(default_factory=list, description="monitors besides jsonl and console")
 
     @field_validator("clean", "augment", "features", "compress", "monitor", mode="before")
     @classmethod

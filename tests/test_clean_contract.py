@@ -32,7 +32,7 @@ def mixed_table(n: int = 240, seed: int = 0, shift: float = 0.0, first_id: int =
 
 
 def complete_table(seed: int, first_id: int = 0) -> Table:
-    """A mixed table with its missing values filled (label-consistency needs complete inputs)."""
+    """A mixed table with its missing values filled."""
     return Impute().fit_apply(mixed_table(seed=seed, first_id=first_id)).table
 
 
@@ -171,3 +171,10 @@ def test_unknown_column_and_bad_params():
         SigmaOutliers(k=-1)
     with pytest.raises(ValueError):
         RobustScale(quantile_range=(80, 20))
+
+
+@pytest.mark.parametrize("cls", forgeline_cleaners(), ids=CLEANER_IDS)
+def test_conformance_kit(cls):
+    from forgeline.registry.conformance import check_component
+
+    check_component(cls)  # raises naming the first failing check

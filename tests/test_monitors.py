@@ -133,11 +133,13 @@ def test_system_monitor_samples_cpu_memory_and_cost(tmp_path):
     monitor = System(interval_s=0.05, price_per_device_hour=3600.0, gpu=False)  # $1 per second
     started = time.monotonic()
     monitor.open(run_info(tmp_path, emitted))
-    time.sleep(0.3)
+    while time.monotonic() - started < 0.3:  # keep a CPU busy so every sample has something to see
+        pass
     monitor.close()
     elapsed = time.monotonic() - started
     assert not monitor._thread  # stopped and joined
     assert len(emitted) >= 3 and all(r["event"] == "system" for r in emitted)
+    assert emitted[0]["cpu_percent"] > 0 and emitted[0]["process_cpu_percent"] > 0  # baselines primed
     last = emitted[-1]
     assert last["process_rss_mb"] > 1 and 0 <= last["cpu_percent"] <= 100 and last["memory_used_mb"] > 0
     assert last["devices"] == 1

@@ -258,8 +258,12 @@ def _ddp_worker(rank, world):
 def _ddp_compression_worker(rank, world):
     import torch
 
+    import torch.distributed as tdist
+
     x, y = _data()
     torch.set_num_threads(1)
+    # one world for the three strategies (re-creating it on the same port races with the old store)
+    tdist.init_process_group("gloo", rank=rank, world_size=world)
     steps = 4  # PowerSGD compresses from its third iteration on
     # each step's two shards cover the data once, so the exact step is the full-batch step
     exact = _reference_steps([(x, y)] * steps, lr=0.05).state_dict()
@@ -283,6 +287,8 @@ def _ddp_compression_worker(rank, world):
         else:  # a 16-bit cast of the averaged gradient stays close to the exact step
             _assert_close(strategy.model_state(model), exact, atol=2e-2)
         strategy.teardown()
+        assert tdist.is_initialized(), "a strategy leaves a world it did not create"
+    tdist.destroy_process_group()
 
 
 def test_ddp_matches_single_process_and_skips_sync_when_accumulating(monkeypatch):
@@ -315,21 +321,20 @@ def _fsdp_worker(rank, world):
     # the ranks' shards cover the data once per step, so the parity target is the full-batch step
     reference = _reference_steps([(x, y)] * 3)
 
-    state = strategy.model_state(model)  # collective: rank 0 gathers the full state to CPU
-    if rank == 0:
-        assert all(type(v) is torch.Tensor and v.device.type == "cpu" for v in state.values())
-        _assert_close(state, reference.state_dict(), atol=1e-5)
-    else:
-        assert state == {}
-    optim_state = strategy.optimizer_state(model, optimizer)
+    state = strategy.model_state(model)  # collective: every rank gets the full state on CPU
+    assert all(type(v) is torch.Tensor and v.device.type == "cpu" for v in state.values())
+    _assert_close(state, reference.state_dict(), atol=1e-5)
+    optim_state = strategy.optimizer_state(model, optimizer)  # rank 0 only: the checkpoint writer
     assert (rank == 0) == bool(optim_state)
+    if rank == 0:
+        assert set(optim_state["param_groups"][0]["params"]) == set(reference.state_dict())
 
     # loading a full state (given on rank 0 only) reaches every rank's shards
     initial = _model().state_dict()
     strategy.load_model_state(model, initial if rank == 0 else {})
-    state = strategy.model_state(model)
-    if rank == 0:
-        _assert_close(state, initial)
+    _assert_close(strategy.model_state(model), initial)
+    fresh = _model()
+    fresh.load_state_dict(strategy.model_state(model))  # what the loop does to unwrap the model
 
     # a bf16 policy computes in bf16 and keeps the float32 sharded master weights
     seen = []
@@ -380,9 +385,7 @@ def _hybrid_worker(rank, world, tp):
         optimizer.step()
         optimizer.zero_grad()
     # the dp groups' shards cover the data once per step: the parity target is the full-batch step
-    state = strategy.model_state(model)
-    if rank == 0:
-        _assert_close(state, _reference_steps([(x, y)] * 2).state_dict(), atol=1e-5)
+    _assert_close(strategy.model_state(model), _reference_steps([(x, y)] * 2).state_dict(), atol=1e-5)
     assert strategy.reduce({"loss": float(rank)}) == {"loss": (world - 1) / 2}
     strategy.teardown()
 

@@ -39,10 +39,13 @@ def run(ctx: Context, file: Path | None, out: Path, overrides: tuple[str, ...], 
     from ..validation import load_plan
 
     given = {k: v for k, v in assembly.items() if v not in (None, (), [])}
+    base = None  # where relative data paths resolve, when the source is not a file
     if resume is not None:
         if file or given:
             raise InputError("--resume: give only the run folder; its pipeline is taken from its manifest")
-        source = read_manifest(resume)["pipeline"]["given"]
+        manifest = read_manifest(resume)
+        source = manifest["pipeline"]["given"]
+        base = Path(manifest["source"]).parent if manifest.get("source") else None
     elif file is not None:
         if given:
             raise InputError(f"{file}: give a pipeline file or --data/--clean/--train options, not both")
@@ -53,7 +56,8 @@ def run(ctx: Context, file: Path | None, out: Path, overrides: tuple[str, ...], 
         raise InputError("run: give a pipeline FILE, or assemble one with --data ... --train ... (see --help)")
 
     in_rank = "LOCAL_RANK" in os.environ
-    plan = load_plan(source, ctx.catalog, overrides, nproc=int(os.environ.get("WORLD_SIZE", nproc)))
+    plan = load_plan(source, ctx.catalog, overrides, nproc=int(os.environ.get("WORLD_SIZE", nproc)),
+                     base=base)
     if nproc > 1 and not in_rank:
         from ..train.launch import launch
 

@@ -131,20 +131,41 @@ def fit(job: TrainJob) -> TrainResult:
                     modality=_main_modality(job.train))
     base = job.model.build(spec)
 
-    # ---- precision, parallel strategy, optimizer
+    # ---- parallel strategy (joins the process group), then the precision policy on its device
     precision, parallel = job.precision, job.parallel
-    why = precision.unsupported(device)
-    if why:
-        raise InputError(f"train.precision: {precision.name}: {why}")
-    dist = dataclasses.replace(job.dist, device=device)
-    precision.setup(device)
-    parallel.setup(dist)
+    parallel.setup(dataclasses.replace(job.dist, device=device))
     try:
-        return _train(job, cfg, base, spec, device, dist, classification, x_train, y_train,
-                      (x_valid, y_valid) if has_valid else None)
+        device = _agree_on_device(device, parallel, cfg.device)
+        dist = dataclasses.replace(job.dist, device=device)
+        why = precision.unsupported(device)
+        if why:
+            raise InputError(f"train.precision: {precision.name}: {why}")
+        precision.setup(device)
+        try:
+            return _train(job, cfg, base, spec, device, dist, classification, x_train, y_train,
+                          (x_valid, y_valid) if has_valid else None)
+        finally:
+            precision.teardown()
     finally:
-        precision.teardown()
         parallel.teardown()
+
+
+def _agree_on_device(device: torch.device, parallel: Any, choice: str) -> torch.device:
+    """The device both ``train.device`` and the strategy's own choice (if it makes one) name."""
+    import torch
+
+    chosen = getattr(getattr(parallel, "dist", None), "device", None)
+    if chosen is None:
+        return device
+    chosen = torch.device(chosen)
+    if chosen.type == device.type and (chosen.index is None or device.index is None or chosen.index == device.index):
+        return device if device.index is not None or chosen.index is None else chosen
+    if choice != "auto":
+        raise InputError(f"train.device is {choice!r} but parallel strategy {getattr(parallel, 'name', '?')!r} "
+                         f"runs on {chosen}; set train.device: auto or make them agree")
+    if chosen.type == "cuda" and chosen.index is not None:
+        torch.cuda.set_device(chosen)
+    return chosen
 
 
 def _train(job, cfg, base, spec, device, dist, classification, x_train, y_train, valid) -> TrainResult:
@@ -273,9 +294,12 @@ def _train(job, cfg, base, spec, device, dist, classification, x_train, y_train,
                 hooks.forgeline_train_step_ended(run=run, step=StepInfo(
                     step=step, epoch=epoch, loss=float(torch.stack(losses[-window_len:]).mean()), stepped=stepped))
             if logging:
+                # reading the loss waits for the device, so the interval timed below covers
+                # the steps' device work too, not only their launch
+                loss_value = float(torch.stack(losses[losses_logged:]).mean())
                 now = time.perf_counter()
                 record = parallel.reduce({
-                    "loss": float(torch.stack(losses[losses_logged:]).mean()),
+                    "loss": loss_value,
                     "lr": float(optimizer.param_groups[0]["lr"]),
                     "grad_norm": _scalar(grad_norm),
                     "samples_per_s": samples_since * dist.world_size / (now - t_log),
@@ -289,9 +313,9 @@ def _train(job, cfg, base, spec, device, dist, classification, x_train, y_train,
 
         # ---- epoch end: validation, record, hook, checkpoint
         advance(steps_since)
-        epoch_time = time.perf_counter() - t_epoch
         n_losses = prior[1] + len(losses)
         train_loss = (prior[0] + (float(torch.stack(losses).sum()) if losses else 0.0)) / max(n_losses, 1)
+        epoch_time = time.perf_counter() - t_epoch  # after reading the losses: device work included
         metrics = {"train_loss": train_loss}
         if valid is not None:
             metrics.update(evaluate(module, valid[0], valid[1], classification, bs, precision, device))

@@ -48,7 +48,7 @@ class Dedup(Cleaner):
 
     name = "dedup"
     Params = DedupParams
-    modalities = frozenset({Modality.TEXT, Modality.NUMERIC, Modality.CATEGORICAL, Modality.DATETIME})
+    modalities = frozenset()  # any: exact matching works on every table; near-duplicates need text (checked in fit)
     detects = "duplicate"
 
     def fit(self, table: Table, ctx: StageContext | None = None) -> Dedup:
@@ -65,9 +65,7 @@ class Dedup(Cleaner):
                              f"table has none; name one in 'columns' or use method: exact")
         for c in cols:
             s = table.frame[c]
-            observed = s.dropna()
-            if not (pd.api.types.is_string_dtype(s) or pd.api.types.is_object_dtype(s)) or \
-                    not observed.map(lambda v: isinstance(v, str)).all():
+            if pd.api.types.infer_dtype(s, skipna=True) not in ("string", "empty"):
                 raise InputError(f"{self.name}: column {c!r} has dtype {s.dtype}, not text; near-duplicate "
                                  f"search needs a column of strings (or use method: exact)")
         return cols

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -11,9 +11,6 @@ from pydantic import Field
 from forgeline.core import Cleaner, CleanResult, InputError, Modality, Params, StageContext, Table
 
 from ._columns import no_rows_removed, removed_rows, require_rows, select_columns
-
-if TYPE_CHECKING:  # pragma: no cover
-    import pandas as pd
 
 REVIEW_FILE = "label_review.csv"
 
@@ -73,18 +70,22 @@ ESTIMATORS = ("logistic-regression", "random-forest", "hist-gradient-boosting", 
 def make_estimator(name: str, seed: int) -> Any:
     """A scikit-learn classifier with settings that work without tuning on tabular data."""
     from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+    from sklearn.impute import SimpleImputer
     from sklearn.linear_model import LogisticRegression
     from sklearn.neighbors import KNeighborsClassifier
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    if name == "logistic-regression":
-        return make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=1000))
-    if name == "random-forest":
-        return RandomForestClassifier(n_estimators=200, min_samples_leaf=2, n_jobs=-1, random_state=seed)
-    if name == "hist-gradient-boosting":
+    if name == "hist-gradient-boosting":  # handles missing values natively
         return HistGradientBoostingClassifier(random_state=seed)
-    return make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=10, weights="distance"))
+    # the model's own median fill lets it predict on incomplete rows; the data is not changed
+    fill = SimpleImputer(strategy="median", keep_empty_features=True)
+    if name == "logistic-regression":
+        return make_pipeline(fill, StandardScaler(), LogisticRegression(C=1.0, max_iter=1000))
+    if name == "random-forest":
+        return make_pipeline(fill, RandomForestClassifier(n_estimators=200, min_samples_leaf=2, n_jobs=-1,
+                                                          random_state=seed))
+    return make_pipeline(fill, StandardScaler(), KNeighborsClassifier(n_neighbors=10, weights="distance"))
 
 
 class LabelConsistencyParams(Params):
@@ -178,7 +179,8 @@ class LabelConsistency(Cleaner):
         return pos.astype(np.int64)
 
     def _inputs(self, table: Table, fitting: bool) -> np.ndarray:
-        """Numeric features as they are, categorical ones one-hot (levels from training)."""
+        """Numeric features as they are (missing values are left to the estimator's own fill),
+        categorical ones one-hot (levels from training)."""
         import pandas as pd
 
         if fitting:
@@ -198,10 +200,6 @@ class LabelConsistency(Cleaner):
                 raise InputError(f"{self.name}: column {c!r} has dtype {frame[c].dtype}, a numeric column "
                                  f"is needed")
         X = frame[self.numeric_].to_numpy(dtype=np.float64, na_value=np.nan)
-        if self.params.estimator != "hist-gradient-boosting" and np.isnan(X).any():
-            bad = [c for c, m in zip(self.numeric_, np.isnan(X).any(axis=0)) if m]
-            raise InputError(f"{self.name}: column {bad[0]!r} has missing values; run impute before this "
-                             f"stage or use estimator: hist-gradient-boosting")
         blocks = [X]
         for c in self.categorical_:
             values = frame[c].astype(str).to_numpy()

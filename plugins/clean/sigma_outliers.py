@@ -10,7 +10,7 @@ from pydantic import Field
 
 from forgeline.core import Cleaner, CleanResult, Modality, Params, StageContext, Table
 
-from ._columns import (column_stats, no_rows_removed, numeric_block, removed_rows, replace_columns,
+from ._columns import (column_stats, nan_moments, no_rows_removed, numeric_block, removed_rows, replace_columns,
                        require_not_all_missing, require_numeric, require_rows, select_columns)
 
 #: MAD * 1.4826 estimates the standard deviation of normally distributed data
@@ -51,8 +51,7 @@ class SigmaOutliers(Cleaner):
                 centre = np.nanmedian(X, axis=0)
                 spread = MAD_TO_STD * np.nanmedian(np.abs(X - centre), axis=0)
             else:
-                centre = np.nanmean(X, axis=0)
-                spread = np.nanstd(X, axis=0, ddof=1)
+                _, centre, spread = nan_moments(X, ddof=1)
         self.columns_ = cols
         self.centre_ = centre
         self.spread_ = np.nan_to_num(spread, nan=0.0)

@@ -6,20 +6,24 @@ documents) and none ships the block-permutation index of Manku et al. (WWW 2007)
 
 How it works:
 
-* tokenise: lowercase, punctuation to spaces, split on whitespace; features are word
-  n-grams of ``1..ngram`` words, each hashed to 64 bits (pandas' stable ``hash_array``);
+* tokenise: the lowercased words (runs of word characters; punctuation and spacing do not
+  count); features are word n-grams of ``1..ngram`` words, each hashed to 64 bits (pandas'
+  stable ``hash_array`` on distinct words, a splitmix64 combination for n-grams);
 * fingerprint: per document and bit, the sum over features of +1 (bit set) / -1 (not set);
-  the fingerprint bit is 1 where the sum is positive;
+  the fingerprint bit is 1 where the sum is positive (counted 8 bits at a time in uint64
+  lanes, see :func:`_add_bit_sums`);
 * index: if two fingerprints differ in at most ``d`` bits, then splitting the 64 bits into
   ``b >= d + 1`` blocks, at least ``b - d`` blocks are equal (pigeonhole). For every choice
   of ``b - d`` blocks, fingerprints are sorted by those bits and only those sharing them are
-  compared (exact distance by popcount). With the default ``b = d + 1`` that is ``d + 1``
-  sorts of single-block keys;
+  compared (exact distance by popcount). For small ``d`` that is ``b = d + 1`` sorts of
+  single-block keys; for larger ``d`` more, narrower blocks keep the groups small
+  (:func:`choose_blocks`);
 * clusters: connected components of the near pairs (scipy's union-find equivalent).
 """
 
 from __future__ import annotations
 
+import re
 from itertools import combinations
 from typing import TYPE_CHECKING
 
@@ -44,30 +48,39 @@ def _mix64(x: np.ndarray) -> np.ndarray:
     return x
 
 
+_WORD = re.compile(r"\w+")
+
+
 def tokenize(texts: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """Normalised word tokens of every document: (token hashes, document index per token).
 
-    pyarrow's string kernels do the lowercasing, punctuation stripping and splitting in C++
-    (several times faster than pandas' per-string Python calls at a million documents).
+    Words are the runs of word characters of the lowercased text (punctuation and spacing do
+    not count). pyarrow splits on whitespace in C++; the punctuation is stripped once per
+    *distinct* whitespace token in Python (far fewer than tokens), and a token like "b,c" is
+    expanded into its words — several times faster than a regex over every document.
     """
     import pandas as pd
     import pyarrow as pa
     import pyarrow.compute as pc
 
     arr = pa.array(texts.to_numpy(dtype=object), type=pa.large_string(), from_pandas=True)
-    # every run of non-word characters (spaces, punctuation) becomes one separator
-    arr = pc.replace_substring_regex(pc.utf8_lower(arr), pattern=r"[^\w]+", replacement=" ")
-    words = pc.split_pattern(arr, pattern=" ")
-    flat = pc.list_flatten(words)
-    doc = pc.list_parent_indices(words)
-    nonempty = pc.not_equal(flat, "")  # separators at either end leave empty strings
-    flat, doc = pc.filter(flat, nonempty), pc.filter(doc, nonempty).to_numpy(zero_copy_only=False)
-    encoded = pc.dictionary_encode(flat)
+    pieces = pc.utf8_split_whitespace(pc.utf8_lower(arr))
+    doc = pc.list_parent_indices(pieces).to_numpy(zero_copy_only=False).astype(np.int64)
+    encoded = pc.dictionary_encode(pc.list_flatten(pieces))
     codes = encoded.indices.to_numpy(zero_copy_only=False)
-    # hash each distinct token once (pandas' stable siphash): far fewer words than tokens
-    uniques = np.asarray(encoded.dictionary.to_pylist(), dtype=object)
-    hashes = pd.util.hash_array(uniques, categorize=False)[codes] if len(uniques) else np.empty(0, np.uint64)
-    return hashes.astype(np.uint64, copy=False), doc.astype(np.int64, copy=False)
+    words_of = [_WORD.findall(piece) for piece in encoded.dictionary.to_pylist()]
+    n_words = np.fromiter(map(len, words_of), dtype=np.int64, count=len(words_of))
+    flat_words = np.asarray([w for ws in words_of for w in ws], dtype=object)
+    # hash each distinct word once (pandas' stable siphash)
+    word_hash = (pd.util.hash_array(flat_words, categorize=False) if len(flat_words)
+                 else np.empty(0, np.uint64))
+    # expand every piece occurrence into its words: piece c owns word_hash[first[c]:first[c]+n_words[c]]
+    first = np.cumsum(n_words) - n_words
+    count = n_words[codes]
+    total = int(count.sum())
+    start = np.repeat(first[codes], count)
+    within = np.arange(total) - np.repeat(np.cumsum(count) - count, count)
+    return word_hash[start + within].astype(np.uint64, copy=False), np.repeat(doc, count)
 
 
 def ngram_levels(hashes: np.ndarray, doc: np.ndarray, ngram: int):
@@ -161,10 +174,13 @@ def choose_blocks(n: int, d: int) -> int:
     return min(range(d + 1, min(64, 3 * d + 4) + 1), key=cost)
 
 
+#: candidate pairs of one sorted table generated at once; above this, offset by offset
+_PAIRS_AT_ONCE = 4_000_000
+
+
 def _close_pairs_sharing_key(fp: np.ndarray, keys: np.ndarray, d: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs sharing a key and within ``d`` bits: sort by key, then compare each fingerprint
-    with the one ``o`` places later in its run, for o = 1, 2, ... (filtered as we go, so
-    memory holds only the close pairs)."""
+    """Pairs sharing a key and within ``d`` bits: sort by key, then compare every pair inside
+    each run of equal keys (verified by popcount, so memory holds only the close pairs)."""
     order = np.argsort(keys, kind="stable")
     k = keys[order]
     sorted_fp = fp[order]
@@ -172,7 +188,15 @@ def _close_pairs_sharing_key(fp: np.ndarray, keys: np.ndarray, d: int) -> tuple[
     run_start = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
     run_end = np.r_[run_start[1:], n]
     end = np.repeat(run_end, run_end - run_start)
-    pos = np.flatnonzero(end - np.arange(n) > 1)
+    later = end - np.arange(n) - 1  # how many later elements share each element's key
+    total = int(later.sum())
+    if total <= _PAIRS_AT_ONCE:  # every candidate pair in one vectorised step
+        i = np.repeat(np.arange(n), later)
+        j = i + 1 + np.arange(total) - np.repeat(np.cumsum(later) - later, later)
+        close = np.bitwise_count(sorted_fp[i] ^ sorted_fp[j]) <= d
+        return order[i[close]], order[j[close]]
+    # huge runs (many near-identical texts): compare with the element o places later, o = 1, 2, ...
+    pos = np.flatnonzero(later > 0)
     end = end[pos]
     out_i, out_j = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
     offset = 1

@@ -46,7 +46,6 @@ class System(Monitor):
         self.run = run
         self.process = psutil.Process()
         # psutil's CPU percentages are since the previous call: prime them so the first sample is real
-        psutil.cpu_percent(interval=None)
         self.process.cpu_percent(interval=None)
         self.gpus = self._open_nvml() if self.params.gpu else []
         self.devices = self.params.devices or self._default_devices(run)
@@ -138,10 +137,15 @@ class System(Monitor):
         return True
 
     def _loop(self) -> None:
+        import psutil
+
+        # the system-wide baseline is kept per thread by psutil, so it is primed here, not in open()
+        psutil.cpu_percent(interval=None)
         try:
             while not self._stop.wait(self.params.interval_s):
                 if not self._emit_sample():
                     return
+            self._emit_sample()  # the final sample carries the run's whole cost
         except Exception as e:  # emitting failed downstream: the run goes on without samples
             warnings.warn(f"system monitor: emitting a sample failed ({type(e).__name__}: {e}); sampling stops",
                           stacklevel=2)
@@ -155,10 +159,9 @@ class System(Monitor):
         thread = getattr(self, "_thread", None)
         if thread is None:
             return
-        self._stop.set()
+        self._stop.set()  # the sampler takes its final sample, then ends
         thread.join()
         self._thread = None
-        self._emit_sample()  # the final sample carries the run's whole cost
 
     def close(self) -> None:
         self._finish()

@@ -29,13 +29,35 @@ def mixed_precision_policy(precision: PrecisionPolicy) -> Any:
     return MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
 
 
+def gathered_to_cpu(value: Any) -> Any:
+    """``value`` (a state dict, nested) with every DTensor gathered whole and every tensor on CPU.
+
+    Collective: every rank must walk the same structure. Tensors are gathered one at a time,
+    so device memory peaks at one full tensor, not the whole model.
+    """
+    import torch
+    from torch.distributed.tensor import DTensor
+
+    if isinstance(value, DTensor):
+        return value.full_tensor().cpu()
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {key: gathered_to_cpu(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(gathered_to_cpu(item) for item in value)
+    return value
+
+
 class ShardedStrategy(DistributedStrategy):
     """Base of the strategies built on ``fully_shard``: gradient-sync control and full
     (gathered) checkpoint states through ``torch.distributed.checkpoint.state_dict``.
 
-    Full states are gathered to CPU on rank 0 only (``cpu_offload``: the other ranks get an
-    empty dict, so no rank but the writer holds a whole copy); loading broadcasts rank 0's
-    full state to every rank's shards, so only rank 0 needs to pass it.
+    ``model_state`` gives every rank the full model state on CPU (the training loop rebuilds
+    the unwrapped model on every rank from it). ``optimizer_state`` is gathered to CPU on rank
+    0 only (``cpu_offload``; the other ranks get an empty dict), since only rank 0 writes
+    checkpoints. Loading broadcasts rank 0's full state into every rank's shards, so only
+    rank 0 needs to pass it.
     """
 
     def no_sync(self, model: torch.nn.Module) -> AbstractContextManager:
@@ -59,9 +81,12 @@ class ShardedStrategy(DistributedStrategy):
         return StateDictOptions(full_state_dict=True, cpu_offload=True)
 
     def model_state(self, model: torch.nn.Module) -> dict[str, Any]:
-        from torch.distributed.checkpoint.state_dict import get_model_state_dict
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-        return get_model_state_dict(model, options=self._options(loading=False))
+        # the sharded state (FQNs cleaned by torch), then gathered here rather than with
+        # full_state_dict=True: that gathers either to rank 0 only (cpu_offload) or all at once
+        # on the device, and every rank needs the weights without holding the model on its GPU
+        return gathered_to_cpu(get_model_state_dict(model, options=StateDictOptions()))
 
     def load_model_state(self, model: torch.nn.Module, state: Mapping[str, Any]) -> None:
         from torch.distributed.checkpoint.state_dict import set_model_state_dict

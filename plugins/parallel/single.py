@@ -34,12 +34,14 @@ class Single(ParallelStrategy):
     name = "single"
     Params = SingleParams
 
-    def _device(self) -> torch.device:
+    def _device(self, dist: DistInfo | None = None) -> torch.device:
         import torch
 
-        if self.params.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.params.device)
+        if self.params.device != "auto":
+            return torch.device(self.params.device)
+        if dist is not None and dist.device is not None:  # the training loop's own choice
+            return torch.device(dist.device)
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     def unsupported(self, dist: DistInfo) -> str | None:
         if dist.world_size > 1:
@@ -47,16 +49,16 @@ class Single(ParallelStrategy):
                     "use ddp, fsdp or hybrid, or start without --nproc")
         import torch
 
-        device = self._device()
+        device = self._device(dist)
         available = {"cpu": lambda: True, "cuda": torch.cuda.is_available,
                      "mps": lambda: torch.backends.mps.is_available(),
                      "xpu": lambda: hasattr(torch, "xpu") and torch.xpu.is_available()}[device.type]
         if not available():
-            return f"parallel strategy 'single': device {self.params.device!r} is not available on this machine"
+            return f"parallel strategy 'single': device {str(device)!r} is not available on this machine"
         if device.type in ("cuda", "xpu") and device.index is not None:
             count = getattr(torch, device.type).device_count()
             if device.index >= count:
-                return (f"parallel strategy 'single': device {self.params.device!r} does not exist, "
+                return (f"parallel strategy 'single': device {str(device)!r} does not exist, "
                         f"this machine has {count} {device.type} device(s)")
         return None
 
@@ -64,7 +66,7 @@ class Single(ParallelStrategy):
         problem = self.unsupported(dist)
         if problem:
             raise InputError(problem)
-        self.device = self._device()
+        self.device = self._device(dist)
         self.dist = replace(dist, device=self.device)
 
     def wrap(self, model: torch.nn.Module, precision: PrecisionPolicy) -> torch.nn.Module:
