@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from forgeline.core import InputError
 from forgeline.core.train.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from forgeline.core.train.loop import fit
@@ -137,3 +136,23 @@ def test_run_killed_with_sigkill_resumes_to_the_same_weights(tmp_path):
         assert torch.equal(a["state"][name], b["state"][name]), name
     assert a["metrics"]["val_loss"] == b["metrics"]["val_loss"]
     assert a["skipped"] == b["skipped"]
+
+
+def test_resume_accepts_a_run_folder_and_continues_to_the_same_weights(tmp_path):
+    """In-process resume from the newest checkpoint of a run folder (mid-epoch, accumulate > 1)."""
+    train = dict(n=80, epochs=2, batch_size=8, accumulate=3, optimizer={"name": "sgd", "lr": 0.05, "momentum": 0.9},
+                 checkpoint={"every_steps": 2, "keep": 1}, valid=False)
+    full = fit(make_job(**train))
+    first = make_job(**{**train, "epochs": 1})  # stops after epoch 0: a checkpoint at step 4
+    first.checkpoint_dir = tmp_path / "checkpoints"
+    fit(first)
+    assert [p.name for p in list_checkpoints(tmp_path / "checkpoints")] == ["step-000000004.pt"]
+    (tmp_path / "empty-run").mkdir()
+    with pytest.raises(InputError, match="no checkpoint in"):
+        load_checkpoint(tmp_path / "empty-run")
+    rest = make_job(**train)
+    rest.resume_from = tmp_path  # the run folder
+    resumed = fit(rest)
+    assert resumed.steps == full.steps == 8
+    for a, b in zip(full.module.state_dict().values(), resumed.module.state_dict().values()):
+        assert torch.equal(a, b)

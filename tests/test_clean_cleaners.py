@@ -206,6 +206,14 @@ def test_label_consistency_finds_flipped_labels_and_writes_the_review(tmp_path, 
     assert list(review.columns) == ["row_id", "given_label", "suggested_label", "score"]
     assert review["score"].is_monotonic_decreasing and set(review["row_id"]) == set(res.flagged)
     assert res.table.frame.equals(t.frame)
+    # applying to another split appends its own ranked block
+    new, _ = separable_table(seed=9)
+    new = Table.from_frame(new.frame, target="label", first_id=1000)
+    applied = LabelConsistency(action="flag", estimator=estimator, unsure_margin=0.2)
+    applied.fit_apply(t, StageContext(seed=0, artifacts=tmp_path))
+    more = applied.apply(new, StageContext(seed=0, artifacts=tmp_path))
+    both = pd.read_csv(tmp_path / REVIEW_FILE)
+    assert len(both) == len(review) + len(more.flagged) and set(more.flagged) <= set(both["row_id"])
 
 
 def test_label_consistency_drop_and_relabel():

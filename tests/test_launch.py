@@ -6,7 +6,6 @@ import sys
 import textwrap
 
 import pytest
-
 from forgeline.core import InputError
 from forgeline.core.train.launch import launch, torchrun_command
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from forgeline.core import Augmenter, InputError
+from forgeline.core.train.loop import fit
 from forgeline.plugins import precision as precision_plugin
 from forgeline.plugins.precision import BF16, FP16, FP32, TF32
-from forgeline.core.train.loop import fit
 from test_train_loop import make_job
 
 CPU = torch.device("cpu")

@@ -7,16 +7,24 @@ import pandas as pd
 import pluggy
 import pytest
 import torch
-from pydantic import Field
-
-from forgeline.core import (Augmenter, DistInfo, InputError, Model, ParallelStrategy, Params, PrecisionPolicy,
-                            RunInfo, hookimpl)
-from forgeline.core import hookspecs
+from forgeline.core import (
+    Augmenter,
+    DistInfo,
+    InputError,
+    Model,
+    ParallelStrategy,
+    Params,
+    PrecisionPolicy,
+    RunInfo,
+    hookimpl,
+    hookspecs,
+)
+from forgeline.core.data import Table
 from forgeline.core.pipeline import Train
 from forgeline.core.train import TrainJob
 from forgeline.core.train.loop import fit
-from forgeline.core.data import Table
 from forgeline.plugins.precision import FP32
+from pydantic import Field
 
 
 class TinyMLP(Model):

@@ -113,11 +113,24 @@ def save_checkpoint(directory: Path, state: dict[str, Any], step: int, keep: int
     return final
 
 
+def resolve_resume(path: str | os.PathLike) -> Path:
+    """A checkpoint file as given, or the newest one in a folder or in a run folder's ``checkpoints/``."""
+    path = Path(path)
+    if path.is_dir():
+        found = latest_checkpoint(path) or latest_checkpoint(path / "checkpoints")
+        if found is None:
+            raise InputError(f"--resume: no checkpoint in {path} (nor in {path / 'checkpoints'}); "
+                             "the run wrote none yet (train.checkpoint.every_steps sets how often)")
+        return found
+    return path
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True`` (no arbitrary code runs on load)."""
+    """Read a checkpoint (a file, or the newest in a folder) with ``weights_only=True``:
+    no arbitrary code runs on load."""
     import torch
 
-    path = Path(path)
+    path = resolve_resume(path)
     if not path.is_file():
         raise InputError(f"--resume: checkpoint {path} does not exist; point at a run folder with checkpoints/")
     state = torch.load(path, map_location="cpu", weights_only=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..errors import InputError
 
@@ -59,5 +59,5 @@ def launch(args: Sequence[str], nproc: int, torchrun_args: Sequence[str] = (), m
     env = dict(os.environ)
     # torchrun sets 1 thread per rank when unset (and warns); sharing the cores is a better default
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-    returncode = subprocess.run(command, env=env).returncode
+    returncode = subprocess.run(command, env=env, check=False).returncode
     return returncode if returncode >= 0 else 128 - returncode

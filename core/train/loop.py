@@ -108,8 +108,6 @@ def _has_impls(hooks: Any, name: str) -> bool:
 
 def fit(job: TrainJob) -> TrainResult:
     """Train ``job.model`` on ``job.train`` as ``job.config`` says; see the module docstring."""
-    import torch
-
     cfg = job.config
     classification = job.task == "classification"
     seed_everything(job.seed)

@@ -109,8 +109,9 @@ class LabelConsistency(Cleaner):
     every row an out-of-fold class distribution; per-class thresholds (mean self-confidence)
     and confident learning rank the rows whose label disagrees (see :func:`find_suspects`).
     For other splits the estimator refitted on the whole training split predicts, with the
-    training thresholds. The ranked review file (row id, given label, suggested label, score)
-    goes to the stage's artifacts folder.
+    training thresholds. The ranked review file ``label_review.csv`` (row id, given label,
+    suggested label, score) goes to the stage's artifacts folder: the training split's ranking,
+    then one ranked block per split the fitted stage is applied to in the same folder.
     """
 
     name = "label-consistency"
@@ -215,7 +216,8 @@ class LabelConsistency(Cleaner):
         order = np.flatnonzero(found.mask)[np.argsort(-found.score[found.mask], kind="stable")]
         given, suggested = self.classes_[labels], self.classes_[found.suggested]
         if ctx is not None and ctx.artifacts is not None:
-            self._write_review(ctx, ids[order], given[order], suggested[order], found.score[order])
+            self._write_review(ctx, ids[order], given[order], suggested[order], found.score[order],
+                               fresh=out_of_fold)
         action, target = self.params.action, table.target
         removed, kept = no_rows_removed(table.frame), table
         if action == "drop":
@@ -244,9 +246,13 @@ class LabelConsistency(Cleaner):
         return CleanResult(table=kept, removed=removed, flagged=ids[found.mask], report=report)
 
     def _write_review(self, ctx: StageContext, ids: np.ndarray, given: np.ndarray, suggested: np.ndarray,
-                      score: np.ndarray) -> None:
+                      score: np.ndarray, fresh: bool) -> None:
+        """The ranked suspects: the training split's starts the file, each later split applied
+        in the same run appends its own ranked block (row ids are unique across splits)."""
         import pandas as pd
 
         ctx.artifacts.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame({"row_id": ids, "given_label": given, "suggested_label": suggested,
-                      "score": score}).to_csv(ctx.artifacts / REVIEW_FILE, index=False)
+        path = ctx.artifacts / REVIEW_FILE
+        append = not fresh and path.exists()
+        pd.DataFrame({"row_id": ids, "given_label": given, "suggested_label": suggested, "score": score}).to_csv(
+            path, index=False, mode="a" if append else "w", header=not append)

@@ -237,7 +237,9 @@ class Credit(Dataset):
         c = self.counts()
         order = rng.permutation(n)
         bounds = np.cumsum([0, c["duplicate"], c["duplicate"], c["outlier"], c["missing"], c["label_noise"]])
-        duplicates, originals, outliers, missing, flipped = (order[a:b] for a, b in zip(bounds[:-1], bounds[1:]))
+        first, second, outliers, missing, flipped = (order[a:b] for a, b in zip(bounds[:-1], bounds[1:]))
+        # a copy is entered after its original (a higher row id), as in real data
+        duplicates, originals = np.maximum(first, second), np.minimum(first, second)
 
         duplicate_of = np.full(n, -1, dtype=np.int64)
         duplicate_of[duplicates] = originals

@@ -5,9 +5,8 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field, model_validator
-
 from forgeline.core import Params, PrecisionPolicy
+from pydantic import Field, model_validator
 
 from .process_group import CommClock, DistributedStrategy
 
@@ -34,7 +33,9 @@ class DDPParams(Params):
 
     @model_validator(mode="after")
     def _powersgd_options_only_with_powersgd(self) -> DDPParams:
-        changed = self.model_fields_set & {"powersgd_rank", "start_powersgd_iter"}
+        # compared with the defaults, not the fields set: a full dump of the params round-trips
+        changed = {name for name in ("powersgd_rank", "start_powersgd_iter")
+                   if getattr(self, name) != type(self).model_fields[name].default}
         if changed and self.compression != "powersgd":
             raise ValueError(f"{', '.join(sorted(changed))} only apply with compression: powersgd "
                              f"(compression is {self.compression!r})")
@@ -54,7 +55,10 @@ class DDP(DistributedStrategy):
 
     def _comm_hook(self) -> tuple[Any, Any]:
         """(state, hook) of the chosen compression; the state None means the default group."""
-        from torch.distributed.algorithms.ddp_comm_hooks import default_hooks, powerSGD_hook
+        from torch.distributed.algorithms.ddp_comm_hooks import (
+            default_hooks,
+            powerSGD_hook,
+        )
 
         compression = self.params.compression
         if compression == "powersgd":

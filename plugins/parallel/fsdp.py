@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any, Iterator, Mapping
-
-from pydantic import Field
+from typing import TYPE_CHECKING, Any
 
 from forgeline.core import Params, PrecisionPolicy
+from pydantic import Field
 
 from .process_group import DistributedStrategy
 
@@ -81,7 +81,10 @@ class ShardedStrategy(DistributedStrategy):
         return StateDictOptions(full_state_dict=True, cpu_offload=True)
 
     def model_state(self, model: torch.nn.Module) -> dict[str, Any]:
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_model_state_dict,
+        )
 
         # the sharded state (FQNs cleaned by torch), then gathered here rather than with
         # full_state_dict=True: that gathers either to rank 0 only (cpu_offload) or all at once
@@ -100,9 +103,18 @@ class ShardedStrategy(DistributedStrategy):
 
     def load_optimizer_state(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                              state: Mapping[str, Any]) -> None:
+        import torch.distributed as tdist
         from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
 
-        set_optimizer_state_dict(model, optimizer, dict(state), options=self._options(loading=True))
+        # torch's loader places rank 0's tensors by the device of the optimizer's own state, and
+        # a stateless optimizer (plain SGD) has none: then only hyper-parameters are restored
+        saved = [state.get("param_groups") if not state.get("state") else None]
+        tdist.broadcast_object_list(saved, src=0)
+        if saved[0] is None:
+            set_optimizer_state_dict(model, optimizer, dict(state), options=self._options(loading=True))
+            return
+        for group, saved_group in zip(optimizer.param_groups, saved[0], strict=True):
+            group.update({key: value for key, value in saved_group.items() if key != "params"})
 
     def _fully_shard(self, model: torch.nn.Module, mesh: DeviceMesh, precision: PrecisionPolicy,
                      min_unit_params: int | None) -> torch.nn.Module:

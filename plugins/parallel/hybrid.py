@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import Field
-
 from forgeline.core import DistInfo, InputError, Params, PrecisionPolicy
+from pydantic import Field
 
 from .fsdp import ShardedStrategy
 from .process_group import world_problem
@@ -58,6 +57,44 @@ def linear_pairs_plan(model: torch.nn.Module) -> dict[str, Any]:
     return plan
 
 
+def _replicate_parallel_style() -> type:
+    """A ``ParallelStyle`` that keeps a module whole on every tensor-parallel rank, with its
+    parameters as replicated DTensors on the 'tp' mesh (torch ships no such style; torchtitan
+    defines the same). Then every parameter lives on the same 2-D mesh once FSDP2 shards over
+    'dp', which whole-model operations such as the gradient norm need."""
+    from torch.distributed.tensor import DTensor, Replicate, distribute_module
+    from torch.distributed.tensor.parallel import ParallelStyle
+
+    def inputs_to_replicated(module: Any, inputs: tuple, mesh: DeviceMesh) -> tuple:
+        return tuple(DTensor.from_local(t, mesh, [Replicate()], run_check=False)
+                     if hasattr(t, "dim") and not isinstance(t, DTensor) else t for t in inputs)
+
+    def output_to_local(module: Any, output: Any, mesh: DeviceMesh) -> Any:
+        return output.to_local() if isinstance(output, DTensor) else output
+
+    class ReplicateParallel(ParallelStyle):
+        def _apply(self, module: torch.nn.Module, device_mesh: DeviceMesh) -> torch.nn.Module:
+            # no partition_fn: distribute_module replicates every parameter and buffer
+            return distribute_module(module, device_mesh, input_fn=inputs_to_replicated,
+                                     output_fn=output_to_local)
+
+    return ReplicateParallel
+
+
+def replicate_plain_modules(model: torch.nn.Module, tp_mesh: DeviceMesh) -> list[str]:
+    """Give every submodule whose own parameters the plan left as plain tensors (an unpaired
+    Linear, a norm) replicated parameters on ``tp_mesh``; returns their paths."""
+    from torch.distributed.tensor import DTensor
+    from torch.distributed.tensor.parallel import parallelize_module
+
+    plain = [name for name, module in model.named_modules() if name and any(
+        not isinstance(p, DTensor) for p in module.parameters(recurse=False))]
+    if plain:
+        style = _replicate_parallel_style()
+        parallelize_module(model, tp_mesh, {name: style() for name in plain})
+    return plain
+
+
 class HybridParams(Params):
     model_parallel: int = Field(2, ge=1, description="size of the tensor-parallel ('tp') mesh dimension; "
                                 "the data-parallel ('dp') size is world size / model_parallel")
@@ -70,7 +107,8 @@ class Hybrid(ShardedStrategy):
 
     The tensor-parallel plan comes from the model's ``parallelize_plan(tp_mesh)`` when it has
     one, else consecutive ``nn.Linear`` pairs of its ``nn.Sequential`` blocks are split
-    column-wise then row-wise. The model is then sharded with ``fully_shard`` over the 'dp'
+    column-wise then row-wise; modules the plan leaves whole get replicated DTensor parameters
+    on 'tp', so every parameter ends on the one 2-D mesh. The model is then sharded with ``fully_shard`` over the 'dp'
     sub-mesh (FSDP2 + TP is torch's supported 2-D recipe; DDP does not accept the DTensor
     parameters tensor parallelism leaves). Tensor-parallel ranks of one data-parallel group
     train on the same batch.
@@ -122,5 +160,6 @@ class Hybrid(ShardedStrategy):
         self.plan = self.tensor_parallel_plan(model, tp_mesh)
         if self.plan:
             parallelize_module(model, tp_mesh, self.plan)
+            self.replicated = replicate_plain_modules(model, tp_mesh)
         # no child units: tensor-parallel layers are already split, one dp unit keeps it simple
         return self._fully_shard(model, self.mesh["dp"], precision, min_unit_params=None)

@@ -10,12 +10,12 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-
 from forgeline.core import DistInfo, InputError, ParallelStrategy
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -6,9 +6,14 @@ import re
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from forgeline.core import (
+    DistInfo,
+    InputError,
+    ParallelStrategy,
+    Params,
+    PrecisionPolicy,
+)
 from pydantic import Field, field_validator
-
-from forgeline.core import DistInfo, InputError, ParallelStrategy, Params, PrecisionPolicy
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch

@@ -10,9 +10,8 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Mapping
 
-from pydantic import Field
-
 from forgeline.core import NoParams, Params, PrecisionPolicy
+from pydantic import Field
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
