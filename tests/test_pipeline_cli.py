@@ -48,7 +48,7 @@ def test_init_validate_explain_schema_round_trip(tmp_path, run_forgeline):
                          "--epochs", "2")
     assert made.returncode == 0, made.stderr
     text = pipe.read_text()
-    assert "  epochs: 2  # >= 1" in text and "      hidden: [" in text
+    assert "  epochs: 2  # passes over the training split; >= 1" in text and "      hidden: [" in text
     assert all("  # " in line for line in text.splitlines() if line.strip().startswith(("hidden:", "lr:")))
 
     again = run_forgeline("init", str(pipe), "--data", "wine")

@@ -89,8 +89,8 @@ def test_apply_cleans_new_data_with_the_fitted_stages(credit_run: Path, tmp_path
     new = tmp_path / "new.csv"
     subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
         from forgeline.core import StageContext
-        from forgeline.plugins.datasets.credit import CreditRisk
-        t = CreditRisk(rows=300).load(StageContext(seed=7))
+        from forgeline.plugins.datasets.credit import Credit
+        t = Credit(rows=300).load(StageContext(seed=7))
         t.frame.to_csv({str(new)!r}, index=False)
     """)], check=True)
     out = tmp_path / "clean.csv"
@@ -198,7 +198,7 @@ def test_a_failing_plugin_is_named_and_finished_stages_are_kept(failing_plugin: 
     assert (run / "stages" / "clean.0-robust-scale.pkl").is_file()  # what finished is kept
     events = (tmp_path / "runs" / "events.txt").read_text().splitlines()
     assert events == ["started data wine", "finished data wine", "started clean robust-scale",
-                      "finished clean robust-scale", "started clean explodes", "run failed ZeroDivisionError"]
+                      "finished clean robust-scale", "started clean explodes", "run failed StageError"]
 
 
 @pytest.mark.slow

@@ -214,3 +214,32 @@ def test_bad_input_is_an_input_error():
         fit(job)
     with pytest.raises(InputError, match="linear-warmup needs warmup_steps"):
         fit(make_job(scheduler={"name": "linear-warmup"}))
+
+
+class PinnedElsewhere(ParallelStrategy):
+    """A strategy that insists on its own device (test)."""
+
+    name = "pinned-elsewhere"
+
+    def setup(self, dist):
+        super().setup(dist)
+        self.dist = DistInfo(device=torch.device("meta"))
+        self.torn_down = False
+
+    def teardown(self):
+        self.torn_down = True
+
+
+def test_train_device_and_strategy_device_must_agree():
+    job = make_job(epochs=1)
+    job.parallel = PinnedElsewhere()
+    with pytest.raises(InputError, match="train.device is 'cpu' but parallel strategy 'pinned-elsewhere' runs on meta"):
+        fit(job)
+    assert job.parallel.torn_down  # joined, then left cleanly
+
+
+def test_real_single_strategy_trains_on_cpu():
+    single = pytest.importorskip("forgeline.plugins.parallel").Single
+    job = make_job(epochs=2, batch_size=16, optimizer={"name": "adam", "lr": 0.02})
+    job.parallel = single(device="cpu")
+    assert fit(job).metrics["val_accuracy"] > 0.8

@@ -462,7 +462,7 @@ def test_init_yaml_writes_every_parameter_described_and_validates(tmp_path, cata
     lines = text.splitlines()
     assert "      k: 3.0  # distance from the mean, in standard deviations; > 0" in lines
     assert "      action: clip  # clip values or drop rows" in lines
-    assert "    name: adamw  # one of: sgd, adam, adamw" in lines
+    assert "    name: adamw  # torch.optim optimizer; one of: sgd, adam, adamw" in lines
     assert "  target: target  # target column (defaults to the dataset's own)" in lines
     with_lines = [ln for ln in lines if ln.startswith("      ") and ":" in ln and not ln.strip().startswith("-")]
     assert with_lines and all("  # " in ln for ln in with_lines if "with:" not in ln)
