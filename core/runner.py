@@ -414,10 +414,8 @@ class Runner:
         plan = self.plan
         resume = None
         if self.resume is not None:
-            from .train.checkpoint import latest_checkpoint
-            resume = latest_checkpoint(self.dir / "checkpoints")
-            if resume is None:
-                raise InputError(f"--resume {self.resume}: no checkpoint in {self.dir / 'checkpoints'}")
+            from .train.checkpoint import resolve_resume
+            resume = resolve_resume(self.resume)
         return TrainJob(config=self.p.train, model=plan.model.build(), precision=plan.precision.build(),
                         parallel=plan.parallel.build(), train=splits.train, valid=splits.valid if splits.valid is not None else splits.test,
                         task=self.task, classes=self.classes, run=self.info, dist=self.dist, seed=self.p.seed,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import random
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import InputError
+from ..runfolder import write_atomic
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -98,16 +98,7 @@ def save_checkpoint(directory: Path, state: dict[str, Any], step: int, keep: int
 
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / checkpoint_name(step)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(final, lambda f: torch.save({"format": FORMAT, **state}, f))
     for old in list_checkpoints(directory)[:-keep]:
         old.unlink(missing_ok=True)
     return final

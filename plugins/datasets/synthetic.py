@@ -78,6 +78,12 @@ def _shape_masks(kind: str, dx: np.ndarray, dy: np.ndarray, r: np.ndarray, width
     raise ValueError(kind)
 
 
+def _distinct_classes(v: list[str]) -> list[str]:
+    if len(set(v)) != len(v):
+        raise ValueError("classes must be distinct")
+    return v
+
+
 class ShapesParams(Params):
     rows: int = Field(2000, ge=1, description="number of images")
     size: int = Field(16, ge=8, le=256, description="image height and width in pixels")
@@ -85,12 +91,7 @@ class ShapesParams(Params):
                                            description=f"shapes to draw, one class each; from {', '.join(SHAPES)}")
     noise: float = Field(0.15, ge=0, description="std of Gaussian pixel noise (shapes have intensity 0.6-1)")
 
-    @field_validator("classes")
-    @classmethod
-    def _distinct(cls, v: list[str]) -> list[str]:
-        if len(set(v)) != len(v):
-            raise ValueError("classes must be distinct")
-        return v
+    _distinct = field_validator("classes")(classmethod(lambda cls, v: _distinct_classes(v)))
 
 
 class Shapes(Dataset):
@@ -164,12 +165,7 @@ class SignalsParams(Params):
     max_cycles: float = Field(6.0, gt=0, description="highest frequency, in cycles per series")
     noise: float = Field(0.2, ge=0, description="std of Gaussian noise added (amplitudes are 0.5-1.5)")
 
-    @field_validator("classes")
-    @classmethod
-    def _distinct(cls, v: list[str]) -> list[str]:
-        if len(set(v)) != len(v):
-            raise ValueError("classes must be distinct")
-        return v
+    _distinct = field_validator("classes")(classmethod(lambda cls, v: _distinct_classes(v)))
 
 
 class Signals(Dataset):
