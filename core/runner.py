@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 import numpy as np
 
-from .catalog import Catalog
+from .catalog import Catalog, Entry
 from .components import (Augmenter, Cleaner, CleanResult, Component, DistInfo, FeatureTransform,
                          Kind, Monitor, RunInfo, StageContext, StageInfo)
 from .data import ColumnSpec, Modality, Role, Schema, Table
@@ -62,6 +62,7 @@ class Run:
     dir: Path | None
     manifest: dict[str, Any]
     splits: Splits
+    schema: Schema  # the loaded data's schema: what new data must look like
     stages: list[tuple[str, Component]] = field(default_factory=list)  # (stage id, fitted component)
     model: Any = None  # trained torch module, when the pipeline trains
     model_component: Any = None  # the fitted model component (input encodings)
@@ -72,7 +73,7 @@ class Run:
 
     def apply(self, data: Table | pd.DataFrame) -> CleanResult:
         """Clean and transform new data with this run's fitted stages (no refitting)."""
-        return apply_stages(self.stages, data, self.splits.train.schema)
+        return apply_stages(self.stages, data, self.schema)
 
 
 def apply_stages(stages: list[tuple[str, Component]], data: Any, schema: Schema) -> CleanResult:
@@ -107,18 +108,18 @@ def _transformed(table: Table, transform: FeatureTransform) -> Table:
 
 
 class Recorder:
-    """Fans every metrics record out to the monitors (rank 0) and counts records."""
+    """Fans every metrics record out to the monitors (on rank 0; other ranks have none)."""
 
-    def __init__(self, monitors: list[tuple[str, Monitor]]) -> None:
+    def __init__(self, monitors: list[tuple[Entry, Monitor]]) -> None:
         self.monitors = monitors
 
     def __call__(self, record: Mapping[str, Any]) -> None:
         record = {"time": round(time.time(), 3), **record}
-        for name, m in self.monitors:
+        for entry, m in self.monitors:
             try:
                 m.log(record)
             except Exception as e:
-                raise StageError("monitor", name, "monitor", e) from e
+                raise StageError("monitor", entry.name, entry.distribution, e) from e
 
     def close(self) -> None:
         for _, m in self.monitors:
@@ -196,7 +197,7 @@ class Runner:
                 batch_augmenters.append(aug)
         for i, res in enumerate(self.plan.features):
             splits = self._stage_features(f"features.{i}", res, splits, fitted)
-        run = Run(self.dir if self.folder.writes else None, self.folder.manifest, splits, fitted)
+        run = Run(self.dir if self.folder.writes else None, self.folder.manifest, splits, self.schema, fitted)
         if self.plan.model is not None:
             result, run.model_component = self._stage_train(splits, batch_augmenters)
             run.model = result.module
@@ -253,7 +254,7 @@ class Runner:
         return StageContext(seed=self.p.seed, artifacts=art, log=self.record,
                             rank=self.dist.rank, world_size=self.dist.world_size)
 
-    def _open_monitors(self) -> list[tuple[str, Monitor]]:
+    def _open_monitors(self) -> list[tuple[Entry, Monitor]]:
         uses = list(self.plan.monitor)
         names = {r.entry.name for r in uses}
         defaults = ["jsonl"] + ([] if self.quiet else ["console"])
@@ -266,11 +267,11 @@ class Runner:
                     if name == "jsonl":
                         raise InputError(f"monitor: the run needs the 'jsonl' monitor for metrics.jsonl ({e})") from e
                     continue
-                monitors.append((name, entry.cls()))
-        monitors += [(r.entry.name, r.build()) for r in uses]
+                monitors.append((entry, entry.cls()))
+        monitors += [(r.entry, r.build()) for r in uses]
         if not self.dist.is_main:
             return []
-        for name, m in monitors:
+        for _, m in monitors:
             m.open(self.info)
         return monitors
 
@@ -294,6 +295,7 @@ class Runner:
                           schema=table.schema.to_dict())
             self.folder.write_json("stages/splits.json", {name: t.row_ids for name, t in splits.items()})
             self.ground_truth = table.meta.get("ground_truth")
+            self.schema = table.schema
         return splits
 
     def _with_roles(self, table: Table, dataset: Any) -> Table:

@@ -56,7 +56,8 @@ def run(ctx: Context, file: Path | None, out: Path, overrides: tuple[str, ...], 
         raise InputError("run: give a pipeline FILE, or assemble one with --data ... --train ... (see --help)")
 
     in_rank = "LOCAL_RANK" in os.environ
-    plan = load_plan(source, ctx.catalog, overrides, nproc=int(os.environ.get("WORLD_SIZE", nproc)),
+    nodes = int(nnodes.rpartition(":")[2]) if nnodes and nnodes.rpartition(":")[2].isdigit() else 1
+    plan = load_plan(source, ctx.catalog, overrides, nproc=int(os.environ.get("WORLD_SIZE", nproc * nodes)),
                      base=base)
     if nproc > 1 and not in_rank:
         from ..train.launch import launch
