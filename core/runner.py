@@ -206,12 +206,12 @@ class Runner:
     # ----------------------------------------------------------------- stage plumbing
 
     @contextmanager
-    def _stage(self, stage_id: str, res: Resolved | None, name: str) -> Iterator[dict[str, Any]]:
+    def _stage(self, stage_id: str, res: Resolved, name: str,
+               component: Component | None = None) -> Iterator[dict[str, Any]]:
         """Announce, time and record one stage; turn component failures into named errors."""
-        component = getattr(res, "component", None)
         info = StageInfo(self.stage_index, stage_id.split(".")[0], name, component)
         self.stage_index += 1
-        provider = res.entry.distribution if res else "forgeline"
+        provider = res.entry.distribution
         entry = {"id": stage_id, "name": name, "provider": provider, "status": "running", "started": time.time()}
         self.folder.manifest["stages"].append(entry)
         self.folder.save_manifest()
@@ -279,8 +279,8 @@ class Runner:
 
     def _stage_data(self) -> Splits:
         res = self.plan.dataset
-        with self._stage("data", res, res.entry.name) as report:
-            dataset = res.build()
+        dataset = res.build()
+        with self._stage("data", res, res.entry.name, dataset) as report:
             table = dataset.load(self._ctx("data"))
             table = self._with_roles(table, dataset)
             if len(table) == 0:
@@ -339,8 +339,8 @@ class Runner:
     def _stage_clean(self, stage_id: str, res: Resolved, splits: Splits, fitted: list) -> Splits:
         import pandas as pd
 
-        with self._stage(stage_id, res, res.entry.name) as report:
-            cleaner: Cleaner = res.build()
+        cleaner: Cleaner = res.build()
+        with self._stage(stage_id, res, res.entry.name, cleaner) as report:
             ctx = self._ctx(stage_id)
             results: dict[str, CleanResult] = {}
             for name, table in splits.items():
@@ -377,8 +377,8 @@ class Runner:
         return q
 
     def _stage_augment(self, stage_id: str, res: Resolved, splits: Splits) -> tuple[Splits, Augmenter]:
-        with self._stage(stage_id, res, res.entry.name) as report:
-            aug: Augmenter = res.build()
+        aug: Augmenter = res.build()
+        with self._stage(stage_id, res, res.entry.name, aug) as report:
             train = splits.train
             if aug.per_sample:
                 new = aug.augment(train, self._ctx(stage_id))
@@ -397,8 +397,8 @@ class Runner:
         return replace(splits, train=train), aug
 
     def _stage_features(self, stage_id: str, res: Resolved, splits: Splits, fitted: list) -> Splits:
-        with self._stage(stage_id, res, res.entry.name) as report:
-            transform: FeatureTransform = res.build()
+        transform: FeatureTransform = res.build()
+        with self._stage(stage_id, res, res.entry.name, transform) as report:
             before = list(splits.train.X.columns)
             transform.fit(splits.train.X, splits.train.y)
             splits = splits.map(lambda name, t: _transformed(t, transform))
@@ -413,23 +413,22 @@ class Runner:
     def _job(self, splits: Splits, batch_augmenters: list) -> Any:
         from .train import TrainJob
 
+        from .train.checkpoint import resolve_resume
+
         plan = self.plan
-        resume = None
-        if self.resume is not None:
-            from .train.checkpoint import resolve_resume
-            resume = resolve_resume(self.resume)
         return TrainJob(config=self.p.train, model=plan.model.build(), precision=plan.precision.build(),
-                        parallel=plan.parallel.build(), train=splits.train, valid=splits.valid if splits.valid is not None else splits.test,
+                        parallel=plan.parallel.build(), train=splits.train,
+                        valid=splits.valid if splits.valid is not None else splits.test,
                         task=self.task, classes=self.classes, run=self.info, dist=self.dist, seed=self.p.seed,
-                        log=self.record, hooks=self.hook,
-                        checkpoint_dir=self.dir / "checkpoints",
-                        resume_from=resume, batch_augmenters=batch_augmenters, stage=self._ctx("train"))
+                        log=self.record, hooks=self.hook, checkpoint_dir=self.dir / "checkpoints",
+                        resume_from=resolve_resume(self.resume) if self.resume is not None else None,
+                        batch_augmenters=batch_augmenters, stage=self._ctx("train"))
 
     def _stage_train(self, splits: Splits, batch_augmenters: list) -> tuple[TrainResult, Any]:
         from .train.loop import fit
 
-        with self._stage("train", self.plan.model, self.plan.model.entry.name) as report:
-            job = self._job(splits, batch_augmenters)
+        job = self._job(splits, batch_augmenters)
+        with self._stage("train", self.plan.model, self.plan.model.entry.name, job.model) as report:
             result = fit(job)
             metrics = dict(result.metrics)
             if splits.test is not None and splits.valid is not None:  # else the test split was the validation

@@ -146,6 +146,7 @@ def forgeline_cleaners():
 
 @hookimpl
 def forgeline_stage_started(run, stage):
+    assert stage.component is not None and stage.component.name == stage.name  # a handle on the component
     with open(run.dir.parent / "events.txt", "a") as f:
         f.write(f"started {stage.section} {stage.name}\\n")
 

@@ -18,7 +18,10 @@ How it works:
   compared (exact distance by popcount). For small ``d`` that is ``b = d + 1`` sorts of
   single-block keys; for larger ``d`` more, narrower blocks keep the groups small
   (:func:`choose_blocks`);
-* clusters: connected components of the near pairs (scipy's union-find equivalent).
+* clusters: connected components of the near pairs (scipy's union-find equivalent);
+* queries against another set (new rows against the training fingerprints,
+  :func:`nearest_in`): the same block keys, the reference side sorted once per choice of
+  blocks and each query's run of equal keys found by binary search.
 """
 
 from __future__ import annotations
@@ -160,6 +163,78 @@ def near_pairs(fp: np.ndarray, max_distance: int, blocks: int | None = None) -> 
             pairs_j.append(first[uj])
     i, j = np.concatenate(pairs_i), np.concatenate(pairs_j)
     return np.minimum(i, j), np.maximum(i, j)
+
+
+def nearest_in(query: np.ndarray, ref: np.ndarray, max_distance: int,
+               blocks: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each query fingerprint, its nearest reference fingerprint within ``max_distance`` bits.
+
+    Returns (query index, reference index, Hamming distance) for the queries that have one;
+    ties go to the lowest reference index. Works like :func:`near_pairs` across two sets:
+    identical fingerprints are collapsed on both sides, and for every choice of ``b - d``
+    blocks the reference keys are sorted once and each query's run of equal keys is found
+    by binary search (no pairwise scan).
+    """
+    d = int(max_distance)
+    empty = np.empty(0, np.int64)
+    if not len(query) or not len(ref):
+        return empty, empty, empty
+    b = blocks or choose_blocks(max(len(query), len(ref)), d)
+    if not d < b <= 64:
+        raise ValueError(f"blocks must be in ({d}, 64], got {b}")
+    uq, q_inverse = np.unique(query, return_inverse=True)
+    ur, r_first = np.unique(ref, return_index=True)  # first = lowest reference index per fingerprint
+    edges = np.linspace(0, 64, b + 1).astype(int)
+    block_masks = [np.uint64(((1 << int(hi - lo)) - 1) << int(lo)) for lo, hi in zip(edges[:-1], edges[1:])]
+    found_q, found_r, found_d = [empty], [empty], [empty]
+    for chosen in combinations(range(b), b - d):
+        mask = np.uint64(0)
+        for k in chosen:
+            mask |= block_masks[k]
+        qi, ri = _pairs_sharing_key_across(uq, ur, mask, d)
+        found_q.append(qi)
+        found_r.append(r_first[ri])
+        found_d.append(np.bitwise_count(uq[qi] ^ ur[ri]).astype(np.int64))
+    qi, ri, dist = np.concatenate(found_q), np.concatenate(found_r), np.concatenate(found_d)
+    # per unique query: the smallest distance, then the lowest reference index
+    order = np.lexsort((ri, dist, qi))
+    first = np.r_[True, qi[order][1:] != qi[order][:-1]] if len(order) else np.empty(0, bool)
+    best = order[first]
+    best_r = np.full(len(uq), -1, np.int64)
+    best_d = np.zeros(len(uq), np.int64)
+    best_r[qi[best]], best_d[qi[best]] = ri[best], dist[best]
+    per_query = best_r[q_inverse]
+    hit = np.flatnonzero(per_query >= 0)
+    return hit, per_query[hit], best_d[q_inverse][hit]
+
+
+def _pairs_sharing_key_across(query: np.ndarray, ref: np.ndarray, mask: np.uint64,
+                              d: int) -> tuple[np.ndarray, np.ndarray]:
+    """(query, reference) index pairs whose masked bits are equal and that are within ``d``
+    bits, candidates generated in chunks of about ``_PAIRS_AT_ONCE`` (verified by popcount)."""
+    ref_keys = ref & mask
+    order = np.argsort(ref_keys, kind="stable")
+    sorted_keys = ref_keys[order]
+    q_keys = query & mask
+    lo = np.searchsorted(sorted_keys, q_keys, side="left")
+    count = np.searchsorted(sorted_keys, q_keys, side="right") - lo
+    with_candidates = np.flatnonzero(count)
+    if not len(with_candidates):
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    lo, count = lo[with_candidates], count[with_candidates]
+    # cut the queries where the running candidate count passes a multiple of _PAIRS_AT_ONCE
+    running = np.cumsum(count)
+    cuts = np.searchsorted(running, np.arange(_PAIRS_AT_ONCE, int(running[-1]), _PAIRS_AT_ONCE), side="right")
+    out_q, out_r = [], []
+    for part in np.split(np.arange(len(count)), np.unique(cuts)):
+        c = count[part]
+        total = int(c.sum())
+        qi = np.repeat(with_candidates[part], c)
+        ri = order[np.repeat(lo[part], c) + np.arange(total) - np.repeat(np.cumsum(c) - c, c)]
+        close = np.bitwise_count(query[qi] ^ ref[ri]) <= d
+        out_q.append(qi[close])
+        out_r.append(ri[close])
+    return np.concatenate(out_q), np.concatenate(out_r)
 
 
 def choose_blocks(n: int, d: int) -> int:
