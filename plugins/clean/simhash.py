@@ -224,7 +224,8 @@ def _pairs_sharing_key_across(query: np.ndarray, ref: np.ndarray, mask: np.uint6
     lo, count = lo[with_candidates], count[with_candidates]
     # cut the queries where the running candidate count passes a multiple of _PAIRS_AT_ONCE
     running = np.cumsum(count)
-    cuts = np.searchsorted(running, np.arange(_PAIRS_AT_ONCE, int(running[-1]), _PAIRS_AT_ONCE), side="right")
+    step = max(_PAIRS_AT_ONCE, 1)
+    cuts = np.searchsorted(running, np.arange(step, int(running[-1]), step), side="right")
     out_q, out_r = [], []
     for part in np.split(np.arange(len(count)), np.unique(cuts)):
         c = count[part]
