@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
 import textwrap
 
 import pytest
 
-from conftest import FORGELINE, run_cli, run_python
+from conftest import run_cli, run_python
 
 HEAVY = ("torch", "pandas", "sklearn", "scipy", "shap", "umap", "albumentations", "nlpaug", "tsaug")
 
