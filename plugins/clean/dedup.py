@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -14,6 +16,7 @@ from ._columns import removed_rows, require_rows, select_columns
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
+    from datasketch import MinHashLSH
 
 #: clusters listed one by one in the report (the counts cover all of them)
 REPORTED_CLUSTERS = 20
@@ -32,6 +35,25 @@ class DedupParams(Params):
                        "the features")
     threshold: float = Field(0.8, gt=0, lt=1, description="minhash: Jaccard similarity of near-duplicates")
     num_perm: int = Field(128, ge=16, le=1024, description="minhash: permutations per signature")
+    against_training: bool = Field(True, description="on any other split (validation, test, new data) also "
+                                   "remove rows that are exact or near duplicates of a training row "
+                                   "(train/test leakage), naming that row; false = only duplicates within "
+                                   "the table")
+
+
+#: MinHash seed: fitting and applying must draw the same permutations
+MINHASH_SEED = 1
+
+
+@dataclass
+class _Prints:
+    """Fingerprints of one table's rows, computed once and shared by every comparison."""
+
+    feature_hash: np.ndarray | None  #: uint64 per row over the feature columns (None: no feature)
+    row_hash: np.ndarray | None  #: uint64 per row over the features and the target (= feature_hash without one)
+    has_text: np.ndarray  #: bool per row: the joined text has a token
+    text: np.ndarray | None  #: simhash: uint64 per row; minhash: uint32 (rows with text) x num_perm
+    signatures: list | None = None  #: minhash: datasketch MinHash objects of the rows with text
 
 
 class Dedup(Cleaner):
@@ -42,8 +64,24 @@ class Dedup(Cleaner):
     within ``max_distance`` bits, found through a block-permutation index, or pairs that
     datasketch's MinHash LSH finds above a Jaccard ``threshold``. Pairs are joined into
     clusters; the lowest row id of each survives and the rest go to quarantine with the id
-    they duplicate. Rows with empty text take part only in exact matching. Duplicates are
-    looked for within the table being cleaned; nothing of the training data is kept.
+    they duplicate. Rows with empty text take part only in exact matching.
+
+    ``fit`` keeps fingerprints of the training rows, never the rows: their row ids and row
+    hashes (8 bytes each; 8 more for a features-only hash when there is a target) plus, per
+    row with text, its position (8 bytes) and its 64-bit SimHash (8 bytes) or its MinHash
+    signature (4 x ``num_perm`` bytes with datasketch's default scheme, 512 at 128): about
+    40 bytes a training row for simhash, 0.5 KiB for minhash. The minhash LSH index over the
+    signatures stays in memory once built but is not pickled (a reloaded cleaner rebuilds
+    it on its first apply).
+
+    ``fit_apply`` on the training split looks for duplicates within it. ``apply`` on any
+    other table removes its internal duplicates the same way and, with ``against_training``,
+    every row that is an exact copy or a near-duplicate of a training row (train/test
+    leakage), naming the nearest training row (lowest id on a tie) in ``reason`` and
+    ``duplicate_of``; a cluster of the table's rows that touches the training data keeps
+    none of its members. Rows of the applied table that carry a training row's id and its
+    exact values are that training row itself and are only compared within the table, so
+    applying to the training split gives ``fit_apply``'s result.
     """
 
     name = "dedup"
@@ -51,10 +89,60 @@ class Dedup(Cleaner):
     modalities = frozenset()  # any: exact matching works on every table; near-duplicates need text (checked in fit)
     detects = "duplicate"
 
+    # ----------------------------------------------------------------- fit
+
     def fit(self, table: Table, ctx: StageContext | None = None) -> Dedup:
+        self._fit(table)
+        return self
+
+    def fit_apply(self, table: Table, ctx: StageContext | None = None) -> CleanResult:
+        """Fit on the training split and remove its duplicates, fingerprinting it only once."""
+        prints = self._fit(table)
+        return self._clean(table, prints, against_training=False, keep_index=True)
+
+    def _fit(self, table: Table) -> _Prints:
         require_rows(table, self.name)
         self.text_columns_ = self._text_columns(table) if self.params.method != "exact" else []
-        return self
+        self.features_, self.target_ = _exact_columns(table)
+        prints = self._prints(table, self.features_, self.target_)
+        # training fingerprints in row id order, so the lowest index is the lowest row id
+        order = np.argsort(table.row_ids, kind="stable")
+        self.train_ids_ = table.row_ids[order]
+        self.train_row_hash_ = prints.row_hash[order] if prints.row_hash is not None else None
+        self.train_feature_hash_ = (prints.feature_hash[order] if self.target_ and prints.feature_hash is not None
+                                    else self.train_row_hash_)
+        has_text = prints.has_text[order]
+        self.train_text_pos_ = np.flatnonzero(has_text)
+        self.train_text_ = None
+        self.train_scheme_ = None
+        if self.params.method == "simhash":
+            self.train_text_ = prints.text[order][has_text]
+        elif self.params.method == "minhash":
+            # signatures stay in the table's order (the keys of the LSH index fit_apply builds
+            # anyway); train_text_pos_ gives each one's place among the id-sorted training rows
+            rank = np.empty(len(order), np.int64)
+            rank[order] = np.arange(len(order))
+            self.train_text_pos_ = rank[np.flatnonzero(prints.has_text)]
+            self.train_text_ = prints.text
+            self.train_scheme_ = prints.signatures[0].scheme if prints.signatures else None
+        self._train_lsh = None
+        return prints
+
+    def __getstate__(self) -> dict[str, Any]:
+        # the LSH index is rebuilt from the signatures when needed: pickles stay compact
+        state = self.__dict__.copy()
+        state.pop("_train_lsh", None)
+        return state
+
+    def _training_lsh(self) -> MinHashLSH:
+        """datasketch MinHashLSH over the training signatures (keys = their index), built once."""
+        from datasketch import LeanMinHash
+
+        if getattr(self, "_train_lsh", None) is None:
+            self._train_lsh = _minhash_lsh(
+                (LeanMinHash(seed=MINHASH_SEED, hashvalues=v, scheme=self.train_scheme_) for v in self.train_text_),
+                self.params.threshold, self.params.num_perm)
+        return self._train_lsh
 
     def _text_columns(self, table: Table) -> list[str]:
         import pandas as pd
@@ -70,44 +158,89 @@ class Dedup(Cleaner):
                                  f"search needs a column of strings (or use method: exact)")
         return cols
 
+    def _prints(self, table: Table, features: list[str], target: str | None) -> _Prints:
+        feature_hash, row_hash = _row_hashes(table.frame, features, target)
+        n = len(table)
+        if not self.text_columns_ or not n:
+            return _Prints(feature_hash, row_hash, np.zeros(n, bool), None)
+        text = self._joined_text(table.frame, self.text_columns_)
+        p = self.params
+        if p.method == "simhash":
+            fp, has_text = simhash.fingerprints(text, ngram=p.ngram)
+            return _Prints(feature_hash, row_hash, has_text, fp)
+        sigs, has_text = _minhash_signatures(text, p.num_perm, p.ngram, MINHASH_SEED)
+        values = (np.stack([s.hashvalues for s in sigs]) if sigs
+                  else np.empty((0, p.num_perm), np.uint32))
+        return _Prints(feature_hash, row_hash, has_text, values, sigs)
+
+    # ----------------------------------------------------------------- apply
+
     def apply(self, table: Table, ctx: StageContext | None = None) -> CleanResult:
         cols = self.text_columns_
         for c in cols:
             if c not in table.frame.columns:
                 raise InputError(f"{self.name}: column {c!r} was fitted but is not in this table")
+        against = self.params.against_training
+        if against:
+            missing = [c for c in self.features_ if c not in table.frame.columns]
+            if missing:
+                raise InputError(f"{self.name}: column {missing[0]!r} was fitted but is not in this table; "
+                                 f"matching rows against the training split needs every fitted feature "
+                                 f"(or set against_training: false)")
+        features, target = _exact_columns(table)
+        result = self._clean(table, self._prints(table, features, target), against_training=against)
+        result.report["against_training"] = against
+        return result
+
+    def _clean(self, table: Table, prints: _Prints, against_training: bool, keep_index: bool = False) -> CleanResult:
         n = len(table)
+        ids = table.row_ids
         # survivor position of each row: a row removed as an exact copy points at its first copy
         links_i, links_j = [], []
         exact_linked = np.zeros(n, dtype=bool)
-        if self.params.exact:
-            ei, ej = self._exact_pairs(table)
+        if self.params.exact and prints.row_hash is not None:
+            ei, ej = _exact_pairs(prints.row_hash)
             links_i.append(ei)
             links_j.append(ej)
             exact_linked[ej] = True
         report: dict[str, Any] = {"method": self.params.method, "rows_in": n}
-        if cols and n:
-            text = self._joined_text(table.frame, cols)
-            ni, nj, has_text = self._near_pairs(text)
+        asked = None  # rows compared with the training split
+        if against_training:
+            probe, reference = self._training_hashes(table, prints)
+            asked = ~self._training_rows_themselves(ids, probe, reference)
+        near_training = None
+        if self.text_columns_ and n:
+            ni, nj, near_training = self._near_matches(prints, asked, keep_index)
             links_i.append(ni)
             links_j.append(nj)
-            report["rows_without_text"] = int((~has_text).sum())
+            report["rows_without_text"] = int((~prints.has_text).sum())
         i = np.concatenate(links_i) if links_i else np.empty(0, np.int64)
         j = np.concatenate(links_j) if links_j else np.empty(0, np.int64)
         label = simhash.clusters(n, i, j) if n else np.empty(0, np.int64)
         # lowest row id of each cluster survives
-        ids = table.row_ids
         order = np.lexsort((ids, label))
-        first = np.r_[True, label[order][1:] != label[order][:-1]]
+        first = np.r_[True, label[order][1:] != label[order][:-1]] if n else np.empty(0, bool)
         survivor_pos = np.empty(n, dtype=np.int64)
         survivor_pos[order] = np.repeat(order[first], np.diff(np.r_[np.flatnonzero(first), n]))
         drop = survivor_pos != np.arange(n)
         kind = np.where(exact_linked, "exact", "near")
-        reasons = np.array([f"{k} duplicate of row {sid}" for k, sid in zip(kind[drop], ids[survivor_pos[drop]])],
-                           dtype=object)
         all_reasons = np.empty(n, dtype=object)
-        all_reasons[drop] = reasons
+        all_reasons[drop] = [f"{k} duplicate of row {sid}" for k, sid in zip(kind[drop], ids[survivor_pos[drop]])]
+        duplicate_of = ids[survivor_pos]
+        drop_within = drop
+        if against_training:
+            # a row copying a training row goes whatever its cluster inside the table; its
+            # reason names the training row (it may also have been the survivor of its cluster)
+            leak = self._training_matches(probe, reference, asked, near_training)
+            all_reasons[leak.rows] = leak.reasons
+            duplicate_of[leak.rows] = leak.training_ids
+            hit = np.zeros(n, bool)
+            hit[leak.rows] = True
+            drop_within = drop & ~hit
+            drop = drop | hit
+            report.update(leak.report(ids))
         removed = removed_rows(table.frame, drop, all_reasons)
-        removed["duplicate_of"] = ids[survivor_pos[drop]]
+        removed["duplicate_of"] = duplicate_of[drop]
         sizes = np.bincount(label) if n else np.empty(0, np.int64)
         multi = np.flatnonzero(sizes > 1)
         clusters_out = []
@@ -116,27 +249,90 @@ class Dedup(Cleaner):
             clusters_out.append({"kept": int(members[0]), "removed": members[1:].tolist()})
         report.update({
             "rows_removed": int(drop.sum()),
-            "exact_duplicates_removed": int((drop & exact_linked).sum()),
-            "near_duplicates_removed": int((drop & ~exact_linked).sum()),
+            "exact_duplicates_removed": int((drop_within & exact_linked).sum()),
+            "near_duplicates_removed": int((drop_within & ~exact_linked).sum()),
             "clusters": int(len(multi)), "largest_cluster": int(sizes.max()) if n else 0,
             "cluster_examples": clusters_out,
         })
         return CleanResult(table=table.take_mask(~drop), removed=removed, flagged=ids[drop], report=report)
 
-    @staticmethod
-    def _exact_pairs(table: Table) -> tuple[np.ndarray, np.ndarray]:
-        """Each row pointing at the first earlier row with the same feature and target values."""
-        import pandas as pd
+    # ----------------------------------------------------------------- matching
 
-        cols = [c for c in table.schema.features() + ([table.target] if table.target else [])
-                if c in table.frame.columns]
-        if not cols:
-            return np.empty(0, np.int64), np.empty(0, np.int64)
-        h = pd.util.hash_pandas_object(table.frame[cols], index=False).to_numpy()
-        codes, _ = pd.factorize(h)
-        order = np.argsort(codes, kind="stable")
-        same = codes[order][1:] == codes[order][:-1]
-        return order[:-1][same], order[1:][same]
+    def _near_matches(self, prints: _Prints, asked: np.ndarray | None, keep_index: bool = False
+                      ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray] | None]:
+        """Near pairs (i, j) inside the table and, for the rows ``asked`` (None: no training
+        comparison), each one's nearest training row: (row positions, training positions,
+        Hamming distance or Jaccard similarity). ``keep_index``: the table is the training
+        split; minhash keeps its LSH index for later applies."""
+        p = self.params
+        pos = np.flatnonzero(prints.has_text)
+        against = asked is not None and len(self.train_text_pos_) > 0
+        if p.method == "simhash":
+            fp = prints.text[pos]
+            i, j = simhash.near_pairs(fp, p.max_distance)
+            training = None
+            if against:
+                queried = np.flatnonzero(asked[pos])
+                qi, ri, dist = simhash.nearest_in(fp[queried], self.train_text_, p.max_distance)
+                training = (pos[queried[qi]], self.train_text_pos_[ri], dist)
+            return pos[i], pos[j], training
+        lsh = _minhash_lsh(prints.signatures, p.threshold, p.num_perm)
+        if keep_index:
+            self._train_lsh = lsh
+        i, j = _minhash_pairs(lsh, prints.signatures, prints.text, p.threshold)
+        if not against:
+            return pos[i], pos[j], None
+        qi, ri, sim = _minhash_nearest(self._training_lsh(), prints.signatures, prints.text, asked[pos],
+                                       self.train_text_, self.train_text_pos_, p.threshold)
+        return pos[i], pos[j], (pos[qi], self.train_text_pos_[ri], sim)
+
+    def _training_hashes(self, table: Table, prints: _Prints) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """This table's row hashes comparable with the stored training ones, and those: over
+        the fitted features and target, or the features alone when the table has no target."""
+        features, target = _exact_columns(table)
+        use_target = self.target_ if self.target_ in table.frame.columns else None
+        if features == self.features_ and target == use_target:
+            feature_hash, row_hash = prints.feature_hash, prints.row_hash
+        else:
+            feature_hash, row_hash = _row_hashes(table.frame, self.features_, use_target)
+        return (row_hash, self.train_row_hash_) if use_target else (feature_hash, self.train_feature_hash_)
+
+    def _training_rows_themselves(self, ids: np.ndarray, probe: np.ndarray | None,
+                                  reference: np.ndarray | None) -> np.ndarray:
+        """Rows with a training row's id and its exact values: that row itself, not a copy."""
+        m = len(self.train_ids_)
+        if not m:
+            return np.zeros(len(ids), bool)
+        at = np.minimum(np.searchsorted(self.train_ids_, ids), m - 1)
+        same = self.train_ids_[at] == ids
+        if probe is not None and reference is not None:
+            same &= probe == reference[at]
+        return same
+
+    def _training_matches(self, probe: np.ndarray | None, reference: np.ndarray | None, asked: np.ndarray,
+                          near: tuple[np.ndarray, np.ndarray, np.ndarray] | None) -> _Leaks:
+        """Rows that copy a training row: exact (same row hash) first, else the nearest text."""
+        n = len(asked)
+        training_pos = np.full(n, -1, np.int64)
+        score = np.zeros(n)
+        exact = np.zeros(n, bool)
+        if near is not None:
+            rows, tpos, s = near
+            training_pos[rows], score[rows] = tpos, s
+        if self.params.exact and probe is not None and reference is not None and len(reference):
+            distinct, first = np.unique(reference, return_index=True)  # first = lowest training row id
+            at = np.minimum(np.searchsorted(distinct, probe), len(distinct) - 1)
+            exact = (distinct[at] == probe) & asked
+            training_pos[exact] = first[at[exact]]
+        rows = np.flatnonzero(training_pos >= 0)
+        training_ids = self.train_ids_[training_pos[rows]]
+        is_exact = exact[rows]
+        measure = "hamming" if self.params.method == "simhash" else "jaccard"
+        shown = [f"{s:.0f}" if measure == "hamming" else f"{s:.2f}" for s in score[rows]]
+        reasons = [f"exact duplicate of training row {t}" if e else
+                   f"near duplicate of training row {t} ({measure} {v})"
+                   for t, e, v in zip(training_ids, is_exact, shown)]
+        return _Leaks(rows, training_ids, is_exact, score[rows], measure, reasons, len(self.train_ids_))
 
     @staticmethod
     def _joined_text(frame: pd.DataFrame, cols: list[str]) -> pd.Series:
@@ -144,20 +340,71 @@ class Dedup(Cleaner):
             return frame[cols[0]]
         return frame[cols].fillna("").astype(str).agg(" ".join, axis=1)
 
-    def _near_pairs(self, text: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        p = self.params
-        if p.method == "simhash":
-            fp, has_text = simhash.fingerprints(text, ngram=p.ngram)
-            pos = np.flatnonzero(has_text)
-            i, j = simhash.near_pairs(fp[pos], p.max_distance)
-            return pos[i], pos[j], has_text
-        return _minhash_pairs(text, p.threshold, p.num_perm, p.ngram, seed=1)
+
+@dataclass
+class _Leaks:
+    """Rows of an applied table that copy a training row, and what they copy."""
+
+    rows: np.ndarray  #: positions in the applied table
+    training_ids: np.ndarray  #: row id of the training row each copies
+    exact: np.ndarray  #: bool: exact copy (else near)
+    score: np.ndarray  #: Hamming distance (simhash) or Jaccard similarity (minhash); 0 for exact copies
+    measure: str
+    reasons: list[str]
+    training_rows: int
+
+    def report(self, ids: np.ndarray) -> dict[str, Any]:
+        examples = [{"row": int(ids[r]), "training_row": int(t), "kind": "exact" if e else "near",
+                     **({} if e else {self.measure: float(s)})}
+                    for r, t, e, s in zip(self.rows[:REPORTED_CLUSTERS], self.training_ids, self.exact, self.score)]
+        return {"training_rows": self.training_rows,
+                "training_duplicates_removed": len(self.rows),
+                "exact_training_duplicates_removed": int(self.exact.sum()),
+                "near_training_duplicates_removed": int((~self.exact).sum()),
+                "training_duplicate_examples": examples}
 
 
-def _minhash_pairs(text: pd.Series, threshold: float, num_perm: int, ngram: int,
-                   seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Candidate pairs from datasketch's MinHash LSH, kept when the estimated Jaccard passes."""
-    from datasketch import MinHash, MinHashLSH
+def _exact_columns(table: Table) -> tuple[list[str], str | None]:
+    """The feature columns and the target compared for exact duplicates."""
+    features = [c for c in table.schema.features() if c in table.frame.columns]
+    target = table.target if table.target and table.target in table.frame.columns else None
+    return features, target
+
+
+def _row_hashes(frame: pd.DataFrame, features: list[str], target: str | None
+                ) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """uint64 per row over the features, and over the features and the target.
+
+    Columns are hashed one by one with pandas' stable ``hash_pandas_object`` and combined in
+    order (splitmix64), so the features-only hash of a training row can be compared with a
+    new table that lacks the target, at the cost of one extra combination.
+    """
+    import pandas as pd
+
+    def combined(cols: list[str], start: np.ndarray | None) -> np.ndarray | None:
+        h = start
+        for c in cols:
+            col = pd.util.hash_pandas_object(frame[c], index=False).to_numpy()
+            h = col if h is None else simhash.combine(h, col)
+        return h
+
+    feature_hash = combined(features, None)
+    return feature_hash, (combined([target], feature_hash) if target else feature_hash)
+
+
+def _exact_pairs(row_hash: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row pointing at the first earlier row with the same hash."""
+    import pandas as pd
+
+    codes, _ = pd.factorize(row_hash)
+    order = np.argsort(codes, kind="stable")
+    same = codes[order][1:] == codes[order][:-1]
+    return order[:-1][same], order[1:][same]
+
+
+def _minhash_signatures(text: pd.Series, num_perm: int, ngram: int, seed: int) -> tuple[list, np.ndarray]:
+    """datasketch MinHash signatures of the word n-grams of each document with any, and which had."""
+    from datasketch import MinHash
 
     hashes, doc = simhash.tokenize(text)
     n = len(text)
@@ -166,17 +413,63 @@ def _minhash_pairs(text: pd.Series, threshold: float, num_perm: int, ngram: int,
         starts = np.flatnonzero(np.r_[True, fdoc[1:] != fdoc[:-1]]) if len(fdoc) else np.empty(0, np.int64)
         for d_, chunk in zip(fdoc[starts], np.split(feats, starts[1:])):
             shingles[d_].extend(chunk.tobytes()[k:k + 8] for k in range(0, 8 * len(chunk), 8))
-    has_text = np.array([bool(s) for s in shingles])
-    pos = np.flatnonzero(has_text)
-    sigs = MinHash.bulk([shingles[p] for p in pos], num_perm=num_perm, seed=seed)
+    has_text = np.array([bool(s) for s in shingles], dtype=bool)
+    sigs = MinHash.bulk([shingles[p] for p in np.flatnonzero(has_text)], num_perm=num_perm, seed=seed)
+    return sigs, has_text
+
+
+#: candidate pairs whose signatures are compared at once (bounds the temporary arrays)
+_SIGNATURE_PAIRS_AT_ONCE = 100_000
+
+
+def _minhash_lsh(signatures: Iterable, threshold: float, num_perm: int) -> MinHashLSH:
+    """A datasketch MinHashLSH holding the signatures under keys 0, 1, 2, ..."""
+    from datasketch import MinHashLSH
+
     lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
     with lsh.insertion_session() as session:
-        for k, sig in enumerate(sigs):
+        for k, sig in enumerate(signatures):
             session.insert(k, sig, check_duplication=False)
-    out_i, out_j = [], []
+    return lsh
+
+
+def _similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Estimated Jaccard of row-aligned signatures: the share of equal values (as
+    ``MinHash.jaccard``), vectorised in chunks."""
+    sim = np.empty(len(a))
+    for s in range(0, len(a), _SIGNATURE_PAIRS_AT_ONCE):
+        e = s + _SIGNATURE_PAIRS_AT_ONCE
+        sim[s:e] = np.count_nonzero(a[s:e] == b[s:e], axis=1) / np.float64(a.shape[1])
+    return sim
+
+
+def _minhash_pairs(lsh: MinHashLSH, sigs: list, values: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (i < j) of the signatures in ``lsh`` (keys = their index) above ``threshold``."""
+    cand_i, cand_j = [], []
     for k, sig in enumerate(sigs):
         for other in lsh.query(sig):
-            if other > k and sig.jaccard(sigs[other]) >= threshold:
-                out_i.append(pos[k])
-                out_j.append(pos[other])
-    return np.asarray(out_i, np.int64), np.asarray(out_j, np.int64), has_text
+            if other > k:
+                cand_i.append(k)
+                cand_j.append(other)
+    i, j = np.asarray(cand_i, np.int64), np.asarray(cand_j, np.int64)
+    close = _similarity(values[i], values[j]) >= threshold
+    return i[close], j[close]
+
+
+def _minhash_nearest(train_lsh: MinHashLSH, sigs: list, values: np.ndarray, asked: np.ndarray, train_values: np.ndarray,
+                     train_rank: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each ``asked`` signature, the most similar training signature above ``threshold``
+    (lowest ``train_rank``, i.e. row id, on a tie): (index, training index, similarity)."""
+    cand_q, cand_t = [], []
+    for k in np.flatnonzero(asked):
+        found = train_lsh.query(sigs[k])
+        cand_q.extend([k] * len(found))
+        cand_t.extend(found)
+    q, t = np.asarray(cand_q, np.int64), np.asarray(cand_t, np.int64)
+    sim = _similarity(values[q], train_values[t])
+    close = sim >= threshold
+    q, t, sim = q[close], t[close], sim[close]
+    best = np.lexsort((train_rank[t], -sim, q))
+    first = np.r_[True, q[best][1:] != q[best][:-1]] if len(best) else np.empty(0, bool)
+    best = best[first]
+    return q[best], t[best], sim[best]

@@ -27,7 +27,7 @@ How it works:
 from __future__ import annotations
 
 import re
-from itertools import combinations
+from itertools import combinations, pairwise
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -49,6 +49,12 @@ def _mix64(x: np.ndarray) -> np.ndarray:
         x *= np.uint64(0x94D049BB133111EB)
         x ^= x >> np.uint64(31)
     return x
+
+
+def combine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """One 64-bit hash of two, in order (as word n-grams combine their words' hashes)."""
+    with np.errstate(over="ignore"):
+        return _mix64(a * np.uint64(0x9E3779B97F4A7C15) + b)
 
 
 _WORD = re.compile(r"\w+")
@@ -95,8 +101,7 @@ def ngram_levels(hashes: np.ndarray, doc: np.ndarray, ngram: int):
     combined = hashes
     for n in range(2, ngram + 1):
         same_doc = doc[n - 1:] == doc[:len(doc) - n + 1]
-        with np.errstate(over="ignore"):
-            combined = _mix64(combined[:-1] * np.uint64(0x9E3779B97F4A7C15) + hashes[n - 1:])
+        combined = combine(combined[:-1], hashes[n - 1:])
         yield combined[same_doc], doc[:len(doc) - n + 1][same_doc]
 
 
@@ -151,18 +156,24 @@ def near_pairs(fp: np.ndarray, max_distance: int, blocks: int | None = None) -> 
     order = np.argsort(inverse, kind="stable")
     same = inverse[order][1:] == inverse[order][:-1]
     pairs_i, pairs_j = [order[:-1][same]], [order[1:][same]]
-    edges = np.linspace(0, 64, b + 1).astype(int)
-    block_masks = [np.uint64(((1 << int(hi - lo)) - 1) << int(lo)) for lo, hi in zip(edges[:-1], edges[1:])]
     if d > 0:
-        for chosen in combinations(range(b), b - d):
-            mask = np.uint64(0)
-            for k in chosen:
-                mask |= block_masks[k]
+        for mask in _key_masks(b, d):
             ui, uj = _close_pairs_sharing_key(uniq, uniq & mask, d)
             pairs_i.append(first[ui])
             pairs_j.append(first[uj])
     i, j = np.concatenate(pairs_i), np.concatenate(pairs_j)
     return np.minimum(i, j), np.maximum(i, j)
+
+
+def _key_masks(b: int, d: int):
+    """The bit masks of every choice of ``b - d`` of the ``b`` blocks (the sort keys)."""
+    edges = np.linspace(0, 64, b + 1).astype(int)
+    block_masks = [np.uint64(((1 << int(hi - lo)) - 1) << int(lo)) for lo, hi in pairwise(edges)]
+    for chosen in combinations(range(b), b - d):
+        mask = np.uint64(0)
+        for k in chosen:
+            mask |= block_masks[k]
+        yield mask
 
 
 def nearest_in(query: np.ndarray, ref: np.ndarray, max_distance: int,
@@ -184,13 +195,8 @@ def nearest_in(query: np.ndarray, ref: np.ndarray, max_distance: int,
         raise ValueError(f"blocks must be in ({d}, 64], got {b}")
     uq, q_inverse = np.unique(query, return_inverse=True)
     ur, r_first = np.unique(ref, return_index=True)  # first = lowest reference index per fingerprint
-    edges = np.linspace(0, 64, b + 1).astype(int)
-    block_masks = [np.uint64(((1 << int(hi - lo)) - 1) << int(lo)) for lo, hi in zip(edges[:-1], edges[1:])]
     found_q, found_r, found_d = [empty], [empty], [empty]
-    for chosen in combinations(range(b), b - d):
-        mask = np.uint64(0)
-        for k in chosen:
-            mask |= block_masks[k]
+    for mask in _key_masks(b, d):
         qi, ri = _pairs_sharing_key_across(uq, ur, mask, d)
         found_q.append(qi)
         found_r.append(r_first[ri])
