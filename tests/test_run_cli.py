@@ -11,13 +11,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from conftest import pip_install_target, run_cli, write_distribution
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def forgeline(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    import os
-    return subprocess.run([sys.executable, "-m", "forgeline.core.cli", *args], capture_output=True, text=True,
-                          cwd=cwd, env={**os.environ, **(env or {})}, timeout=timeout)
+def forgeline(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return run_cli(*args, env=env, timeout=600)
 
 
 def run_dir(out: Path) -> Path:
@@ -165,23 +165,10 @@ def forgeline_run_finished(run, status, error):
 @pytest.fixture(scope="module")
 def failing_plugin(tmp_path_factory) -> dict:
     """A real distribution with a real entry point, installed into its own folder."""
-    src = tmp_path_factory.mktemp("src")
-    (src / "fl_explodes.py").write_text(PLUGIN)
-    (src / "pyproject.toml").write_text(textwrap.dedent("""
-        [build-system]
-        requires = ["setuptools>=69"]
-        build-backend = "setuptools.build_meta"
-        [project]
-        name = "fl-explodes"
-        version = "0.3.1"
-        [tool.setuptools]
-        py-modules = ["fl_explodes"]
-        [project.entry-points."forgeline.plugins"]
-        explodes = "fl_explodes"
-    """))
+    src = write_distribution(tmp_path_factory.mktemp("src"), "fl-explodes", "0.3.1", "fl_explodes", PLUGIN,
+                             entry_point="explodes")
     site = tmp_path_factory.mktemp("site")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                    "--target", str(site), str(src)], check=True, capture_output=True)
+    pip_install_target(site, src)
     return {"PYTHONPATH": str(site)}
 
 
