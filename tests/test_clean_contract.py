@@ -95,6 +95,17 @@ def test_label_consistency_applies_its_training_model_to_new_rows():
     assert len(res.table) == len(train)
 
 
+def test_label_consistency_only_flags_held_out_rows_unless_told():
+    """Dropping evaluation rows the cleaning model disagrees with would inflate the evaluation."""
+    train, held_out = complete_table(3), complete_table(4, first_id=5000)
+    flagged = LabelConsistency(action="drop").fit(train).apply(held_out)
+    assert flagged.report["action"] == "flag" and len(flagged.flagged) > 0
+    assert len(flagged.table) == len(held_out) and flagged.removed.empty
+    same = LabelConsistency(action="drop", held_out="same").fit(train).apply(held_out)
+    assert same.report["action"] == "drop"
+    assert set(same.removed.index) == set(flagged.flagged) == set(same.flagged)
+
+
 @pytest.mark.parametrize("make", CLEANERS, ids=CLEANER_IDS)
 def test_fitted_cleaners_pickle_and_keep_no_training_rows(make):
     train = complete_table(5)

@@ -95,6 +95,10 @@ class LabelConsistencyParams(Params):
     action: Literal["flag", "drop", "relabel"] = Field(
         "flag", description="flag: ranked review file only; drop: suspects to quarantine; "
         "relabel: replace suspect labels by the suggested label")
+    held_out: Literal["flag", "same"] = Field(
+        "flag", description="suspects in data the stage was not fitted on (validation, test, new rows): "
+        "flag lists them in the review file and keeps rows and labels, so evaluation is not graded "
+        "against the cleaning model's own opinion; same applies 'action' as on the training split")
     unsure_margin: float = Field(UNSURE_MARGIN, ge=0, le=1, description="a row that no class predicts "
                                  "confidently is a suspect only if another class beats its label by this "
                                  "much (lower: more recall, less precision)")
@@ -109,7 +113,9 @@ class LabelConsistency(Cleaner):
     every row an out-of-fold class distribution; per-class thresholds (mean self-confidence)
     and confident learning rank the rows whose label disagrees (see :func:`find_suspects`).
     For other splits the estimator refitted on the whole training split predicts, with the
-    training thresholds. The ranked review file ``label_review.csv`` (row id, given label,
+    training thresholds; by default (``held_out: flag``) suspects there are only listed, since
+    dropping or relabelling evaluation rows the model disagrees with would inflate the
+    evaluation. The ranked review file ``label_review.csv`` (row id, given label,
     suggested label, score) goes to the stage's artifacts folder: the training split's ranking,
     then one ranked block per split the fitted stage is applied to in the same folder.
     """
@@ -127,12 +133,13 @@ class LabelConsistency(Cleaner):
 
     def fit_apply(self, table: Table, ctx: StageContext | None = None) -> CleanResult:
         labels, probs = self._fit(table, ctx)
-        return self._result(table, labels, probs, ctx, out_of_fold=True)
+        return self._result(table, labels, probs, ctx, out_of_fold=True, action=self.params.action)
 
     def apply(self, table: Table, ctx: StageContext | None = None) -> CleanResult:
         labels = self._encode_labels(table)
         probs = self.model_.predict_proba(self._inputs(table, fitting=False))
-        return self._result(table, labels, probs, ctx, out_of_fold=False)
+        action = self.params.action if self.params.held_out == "same" else "flag"
+        return self._result(table, labels, probs, ctx, out_of_fold=False, action=action)
 
     def _fit(self, table: Table, ctx: StageContext | None) -> tuple[np.ndarray, np.ndarray]:
         from sklearn.base import clone
@@ -210,7 +217,7 @@ class LabelConsistency(Cleaner):
     # ------------------------------------------------------------------ results
 
     def _result(self, table: Table, labels: np.ndarray, probs: np.ndarray, ctx: StageContext | None,
-                out_of_fold: bool) -> CleanResult:
+                out_of_fold: bool, action: str) -> CleanResult:
         found = find_suspects(labels, probs, self.thresholds_, self.params.unsure_margin)
         ids = table.row_ids
         order = np.flatnonzero(found.mask)[np.argsort(-found.score[found.mask], kind="stable")]
@@ -218,7 +225,7 @@ class LabelConsistency(Cleaner):
         if ctx is not None and ctx.artifacts is not None:
             self._write_review(ctx, ids[order], given[order], suggested[order], found.score[order],
                                fresh=out_of_fold)
-        action, target = self.params.action, table.target
+        target = table.target
         removed, kept = no_rows_removed(table.frame), table
         if action == "drop":
             reasons = np.array([f"label {g!r} suspect, model suggests {s!r}" for g, s in zip(given, suggested)],
