@@ -81,19 +81,19 @@ def test_tensorboard_event_files_are_readable(tmp_path):
 
     monitor = Tensorboard()
     monitor.open(run_info(tmp_path))
-    for record in [*STEPS, EPOCH, {"event": "inference", "latency_p50_ms": 1.5, "note": "text is skipped"}]:
+    for record in [*STEPS, EPOCH, {"event": "latency", "latency_p50_ms": 1.5, "note": "text is skipped"}]:
         monitor.log(record)
     monitor.close()
     acc = EventAccumulator(str(tmp_path / "tensorboard"))
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
-    assert {"step/loss", "step/lr", "step/loss_scale", "epoch/val_accuracy", "inference/latency_p50_ms"} <= tags
-    assert "step/step" not in tags and "inference/note" not in tags
+    assert {"step/loss", "step/lr", "step/loss_scale", "epoch/val_accuracy", "latency/latency_p50_ms"} <= tags
+    assert "step/step" not in tags and "latency/note" not in tags
     loss = acc.Scalars("step/loss")
     assert [e.step for e in loss] == [1, 2, 3]
     assert [e.value for e in loss] == pytest.approx([1.0, 0.5, 1 / 3])
     assert loss[0].wall_time == pytest.approx(STEPS[0]["time"])
-    assert acc.Scalars("inference/latency_p50_ms")[0].step == 1  # no step or epoch: a counter
+    assert acc.Scalars("latency/latency_p50_ms")[0].step == 1  # no step or epoch: a counter
 
 
 # ------------------------------------------------------------------ prometheus

@@ -129,8 +129,8 @@ class Console(Monitor):
             summary = record.get("summary") or record.get("report")
             detail = metrics_text(summary, limit=6) if isinstance(summary, Mapping) else escape(str(summary or ""))
             self._print(f"{mark} {escape(where)}{name} {escape(str(status))}{took}  {detail}".rstrip())
-        elif event in ("epoch", "inference", "latency") and not self.params.quiet:
-            label = f"epoch {record.get('epoch', '?')}" if event == "epoch" else "inference"  # latency: same
+        elif event in ("epoch", "latency") and not self.params.quiet:
+            label = f"epoch {record.get('epoch', '?')}" if event == "epoch" else "inference"
             self._print(f"[cyan]{label}[/]  {metrics_text(record, limit=16)}")
         elif event == "run" and (record.get("status") != "started" or not self.params.quiet):
             status = str(record.get("status", ""))
