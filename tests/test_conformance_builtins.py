@@ -20,6 +20,8 @@ from forgeline.registry.conformance import check_component, checks_for, make_tab
 CONFIGURED = {
     # the kit's table has missing values on purpose; the default estimator asks for imputed data
     ("cleaner", "label-consistency"): {"estimator": "hist-gradient-boosting"},
+    # a user's own factory is required: tests/factories.py plays the user's module
+    ("model", "module"): {"factory": "factories:small_net", "kwargs": {"hidden": 4}},
 }
 
 
