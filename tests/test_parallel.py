@@ -50,6 +50,14 @@ def _loss(model, x, y):
     return torch.nn.functional.mse_loss(model(x), y)
 
 
+def _accumulate_two(strategy, model, x, y, mine) -> None:
+    """Backward over two micro-batches of ``mine``, gradients synced only on the second."""
+    half = len(mine) // 2
+    with strategy.no_sync(model):
+        (_loss(model, x[mine[:half]], y[mine[:half]]) / 2).backward()
+    (_loss(model, x[mine[half:]], y[mine[half:]]) / 2).backward()
+
+
 def _reference_steps(batches, lr=0.1):
     """A plain single-process SGD run on the full batches: the parity target."""
     import torch
@@ -322,10 +330,7 @@ def _fsdp_worker(rank, world):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     for epoch in range(3):  # each step accumulates two micro-batches, syncing only on the last
         mine = strategy.shard(N_SAMPLES, epoch=epoch, seed=0)
-        half = len(mine) // 2
-        with strategy.no_sync(model):
-            (_loss(model, x[mine[:half]], y[mine[:half]]) / 2).backward()
-        (_loss(model, x[mine[half:]], y[mine[half:]]) / 2).backward()
+        _accumulate_two(strategy, model, x, y, mine)
         optimizer.step()
         optimizer.zero_grad()
     # the ranks' shards cover the data once per step, so the parity target is the full-batch step
@@ -410,10 +415,7 @@ def _hybrid_worker(rank, world, tp):
         if epoch == 0:
             _loss(model, x[mine], y[mine]).backward()
         else:
-            half = len(mine) // 2
-            with strategy.no_sync(model):
-                (_loss(model, x[mine[:half]], y[mine[:half]]) / 2).backward()
-            (_loss(model, x[mine[half:]], y[mine[half:]]) / 2).backward()
+            _accumulate_two(strategy, model, x, y, mine)
         optimizer.step()
         optimizer.zero_grad()
     # the dp groups' shards cover the data once per step: the parity target is the full-batch step
