@@ -192,8 +192,11 @@ class Cleaner(Component):
 class Augmenter(Component):
     """Adds synthetic training rows (per sample) and/or mixes batches inside the training loop.
 
-    ``augment`` returns *new* rows only; their frame index holds the row id each new row was
-    made from (repeats allowed). The runner gives them fresh row ids and records provenance.
+    Offline (``per_sample`` and not ``online``): ``augment`` returns *new* rows only; their
+    frame index holds the row id each new row was made from (repeats allowed). The runner
+    gives them fresh row ids and records provenance. Online (``online`` is True): the
+    training data loader calls ``transform_rows`` on each batch's rows, fresh every epoch.
+    Batch-level (``per_batch``): ``augment_batch`` mixes each training batch on its device.
     Augmenters only ever see the training split.
     """
 
@@ -201,12 +204,25 @@ class Augmenter(Component):
     per_sample: ClassVar[bool] = True
     per_batch: ClassVar[bool] = False
 
+    @property
+    def online(self) -> bool:
+        """Whether this augmenter transforms rows inside the data loader instead of adding rows."""
+        return False
+
     def augment(self, table: Table, ctx: StageContext | None = None) -> Table:
         raise NotImplementedError
 
-    def augment_batch(self, inputs: Any, targets: torch.Tensor, generator: torch.Generator) -> tuple[Any, torch.Tensor]:
-        """Mix a training batch (CutMix/MixUp); targets may become soft (N x classes)."""
-        return inputs, targets
+    def transform_rows(self, table: Table, rng: np.random.Generator) -> Table:
+        """The same rows (same ids, same order) with augmented values (online mode).
+
+        ``rng`` is seeded from (seed, epoch, batch number): draw every random choice from it."""
+        raise NotImplementedError
+
+    def augment_batch(self, batch: dict[str, torch.Tensor], generator: torch.Generator,
+                      spec: DataSpec) -> dict[str, torch.Tensor]:
+        """Mix a training batch (CutMix/MixUp) on its device; ``batch["target"]`` may become
+        soft (N x ``spec.n_outputs``). Draw random numbers from ``generator`` only."""
+        return batch
 
 
 class FeatureTransform(Component):
@@ -249,26 +265,54 @@ class DataSpec:
 
     task: str  # "classification" | "regression"
     n_outputs: int  # classes, or 1 for regression
-    input_shape: tuple[int, ...]  # one sample's input shape as produced by ``Model.inputs``
+    input_shape: tuple[int, ...]  # one sample's input shape as produced by ``Model.inputs`` (one tensor)
     feature_names: tuple[str, ...] = ()
     modality: Modality = Modality.NUMERIC
     extra: Mapping[str, Any] = field(default_factory=dict)  # e.g. vocabulary size
+    #: one sample's shape per named input (``{"x": input_shape}`` for a single tensor)
+    input_shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
 
 
 class Model(Component):
-    """Turns tables into tensors and builds the ``torch.nn.Module`` that learns from them."""
+    """Turns tables into tensors and builds the ``torch.nn.Module`` that learns from them.
+
+    The training loop owns everything around the step (precision, accumulation,
+    distribution, logging); a model may own the step itself by overriding ``forward`` (how
+    a batch reaches the module) and ``loss`` (e.g. focal, weighted, multi-task). A batch is
+    a mapping of named tensors: what ``inputs`` returns (one tensor is named ``"x"``) plus
+    ``"target"``: class indices (int64, N), soft targets (float, N x classes, e.g. after
+    CutMix/MixUp) or regression values (float, N).
+    """
 
     kind = Kind.MODEL
 
     def fit_inputs(self, table: Table) -> None:
         """Learn input encodings (category levels, vocabulary) on the training split."""
 
-    def inputs(self, table: Table) -> torch.Tensor:
-        """The model inputs for a table, one row per table row."""
+    def inputs(self, table: Table) -> torch.Tensor | Mapping[str, torch.Tensor]:
+        """The model inputs for a table: one tensor, or named tensors, one row per table row."""
         raise NotImplementedError
 
     def build(self, spec: DataSpec) -> torch.nn.Module:
         raise NotImplementedError
+
+    def forward(self, module: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The module's outputs for a batch: ``module(batch["x"])`` for a single input, else
+        ``module(inputs)`` with the mapping of named inputs (the target left out)."""
+        if "x" in batch:
+            return module(batch["x"])
+        return module({k: v for k, v in batch.items() if k != "target"})
+
+    def loss(self, outputs: torch.Tensor, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The mean training loss of a batch: cross-entropy for class indices and soft targets,
+        mean squared error for regression values."""
+        from .train.evaluate import task_loss
+
+        return task_loss(outputs, batch["target"])
+
+    def metrics(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+        """Extra validation metrics over a whole split (names without the ``val_`` prefix)."""
+        return {}
 
 
 class PrecisionPolicy(Component):
@@ -315,6 +359,9 @@ class PrecisionPolicy(Component):
         """E.g. ``loss_scale`` and ``skipped_steps``; logged every step."""
         return {}
 
+    #: optimizer steps skipped so far (loss-scale overflows); stays 0 for policies that never skip
+    skipped_steps: int = 0
+
     def state_dict(self) -> dict[str, Any]:
         return {}
 
@@ -359,6 +406,9 @@ class ParallelStrategy(Component):
         """Join the process group when world_size > 1 (gloo on CPU, NCCL on GPU)."""
         self.dist = dist
 
+    #: the device ``setup`` placed this rank on, or None to leave ``train.device`` in charge
+    device: torch.device | None = None
+
     def wrap(self, model: torch.nn.Module, precision: PrecisionPolicy) -> torch.nn.Module:
         return model
 
@@ -387,6 +437,19 @@ class ParallelStrategy(Component):
 
     def load_optimizer_state(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: Mapping[str, Any]) -> None:
         optimizer.load_state_dict(state)
+
+    def grad_norm(self, parameters: list[torch.Tensor], max_norm: float | None = None) -> torch.Tensor:
+        """The total gradient norm (clipped to ``max_norm`` first when given) as a plain tensor."""
+        import torch
+
+        if max_norm is not None:
+            return torch.nn.utils.clip_grad_norm_(parameters, max_norm)
+        return torch.nn.utils.get_total_norm([p.grad for p in parameters if p.grad is not None])
+
+    def unwrap(self, model: torch.nn.Module, fresh: Callable[[], torch.nn.Module]) -> torch.nn.Module:
+        """The trained module, unwrapped, with full weights (collective under sharding): the
+        wrapped one's inner module here; sharding strategies load ``model_state`` into ``fresh()``."""
+        return getattr(model, "module", model)
 
     def comm_share(self) -> float | None:
         """Share of step time spent in gradient communication since the last call, or None."""

@@ -200,6 +200,10 @@ class Table:
             raise KeyError("some row ids are not in the table")
         return self._at(pos)
 
+    def take_positions(self, positions: np.ndarray) -> Table:
+        """The rows at these positions (0 .. len-1), in the order given."""
+        return self._at(np.asarray(positions, dtype=np.int64))
+
     def take_mask(self, mask: np.ndarray) -> Table:
         """The rows where the boolean ``mask`` (row-aligned) is true."""
         return self._at(np.flatnonzero(mask))

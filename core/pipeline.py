@@ -72,6 +72,13 @@ class Checkpoint(Section):
     keep: int = Field(2, ge=1, description="checkpoints kept on disk")
 
 
+class Loader(Section):
+    workers: int = Field(0, ge=0, description="data-loader worker processes building batches from the table "
+                         "(0: batches are built in the training process)")
+    max_tensor_mb: float = Field(1024, gt=0, description="largest split, once encoded, held in memory as "
+                                 "tensors; a larger one streams batch by batch from the table")
+
+
 class Train(Section):
     model: Use = Field(description="the model to train (a registered model, or package.module:callable)")
     epochs: int = Field(1, ge=1, description="passes over the training split")
@@ -87,6 +94,10 @@ class Train(Section):
     checkpoint: Checkpoint = Field(default_factory=Checkpoint, description="checkpoints: every epoch end, "
                                    "and every N steps when set")
     compile: bool = Field(False, description="torch.compile the model")
+    loader: Loader = Field(default_factory=Loader, description="how batches are built: in memory or streamed")
+    threads: int | None = Field(None, ge=1, description="CPU threads per process for torch's kernels "
+                                "(default: the cores this process may use, shared among the processes "
+                                "of this machine)")
     log_every: int = Field(10, ge=1, description="log step metrics every N optimizer steps")
 
     @field_validator("precision", "parallel", "model", mode="before")

@@ -190,16 +190,16 @@ class Runner:
         splits = self._stage_data()
         for i, res in enumerate(self.plan.clean):
             splits = self._stage_clean(f"clean.{i}", res, splits, fitted)
-        batch_augmenters = []
+        in_training = []  # augmenters acting inside the training loop: batch-level and online
         for i, res in enumerate(self.plan.augment):
             splits, aug = self._stage_augment(f"augment.{i}", res, splits)
-            if aug.per_batch:
-                batch_augmenters.append(aug)
+            if aug.per_batch or aug.online:
+                in_training.append(aug)
         for i, res in enumerate(self.plan.features):
             splits = self._stage_features(f"features.{i}", res, splits, fitted)
         run = Run(self.dir if self.folder.writes else None, self.folder.manifest, splits, self.schema, fitted)
         if self.plan.model is not None:
-            result, run.model_component = self._stage_train(splits, batch_augmenters)
+            result, run.model_component = self._stage_train(splits, in_training)
             run.model = result.module
         return run
 
@@ -380,7 +380,7 @@ class Runner:
         aug: Augmenter = res.build()
         with self._stage(stage_id, res, res.entry.name, aug) as report:
             train = splits.train
-            if aug.per_sample:
+            if aug.per_sample and not aug.online:
                 new = aug.augment(train, self._ctx(stage_id))
                 next_id = int(max(t.row_ids.max() for _, t in splits.items())) + 1
                 sources = new.row_ids
@@ -393,7 +393,7 @@ class Runner:
                 self.folder.write_json(f"stages/{stage_id}-{aug.name}-provenance.json",
                                        {"row_id": ids, "source_row_id": sources})
                 report.update(rows_added=len(new), rows_train=len(train))
-            report["per_batch"] = aug.per_batch
+            report.update(per_batch=aug.per_batch, online=aug.online)
         return replace(splits, train=train), aug
 
     def _stage_features(self, stage_id: str, res: Resolved, splits: Splits, fitted: list) -> Splits:
@@ -410,7 +410,7 @@ class Runner:
 
     # ----------------------------------------------------------------- train
 
-    def _job(self, splits: Splits, batch_augmenters: list) -> Any:
+    def _job(self, splits: Splits, augmenters: list) -> Any:
         from .train import TrainJob
 
         from .train.checkpoint import resolve_resume
@@ -422,32 +422,22 @@ class Runner:
                         task=self.task, classes=self.classes, run=self.info, dist=self.dist, seed=self.p.seed,
                         log=self.record, hooks=self.hook, checkpoint_dir=self.dir / "checkpoints",
                         resume_from=resolve_resume(self.resume) if self.resume is not None else None,
-                        batch_augmenters=batch_augmenters, stage=self._ctx("train"))
+                        augmenters=augmenters, stage=self._ctx("train"))
 
-    def _stage_train(self, splits: Splits, batch_augmenters: list) -> tuple[TrainResult, Any]:
-        from .train.loop import fit
+    def _stage_train(self, splits: Splits, augmenters: list) -> tuple[TrainResult, Any]:
+        from .train.loop import evaluate_table, fit
 
-        job = self._job(splits, batch_augmenters)
+        job = self._job(splits, augmenters)
         with self._stage("train", self.plan.model, self.plan.model.entry.name, job.model) as report:
             result = fit(job)
             metrics = dict(result.metrics)
             if splits.test is not None and splits.valid is not None:  # else the test split was the validation
-                metrics.update(self._test_metrics(result, job, splits.test))
+                metrics.update(evaluate_table(result.module, job, splits.test, "test_"))
             self.folder.manifest["metrics"].update(metrics)
             report.update(result.report)
             report.update(steps=result.steps, metrics=metrics)
             self._save_model(result, job)
         return result, job.model
-
-    def _test_metrics(self, result: TrainResult, job: Any, test: Table) -> dict[str, float]:
-        from .train.evaluate import metrics_from_outputs, predict
-        from .train.loop import encode_targets
-
-        module = result.module
-        device = next(module.parameters()).device
-        outputs = predict(module, job.model.inputs(test), self.p.train.batch_size, job.precision, device)
-        targets = encode_targets(test, self.task, self.classes, "test")
-        return metrics_from_outputs(outputs, targets, self.task == "classification", prefix="test_")
 
     def _save_model(self, result: TrainResult, job: Any) -> None:
         if not self.folder.writes:

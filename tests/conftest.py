@@ -15,6 +15,10 @@ from typing import Callable
 
 import pytest
 
+# one torch thread per test process: the suite runs two processes on two cores, and a fixed
+# count keeps runs that are compared bit for bit on the same kernels (see core/train/threads.py)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 #: the console script of the installed project (a Python script, run with this interpreter)
 FORGELINE = Path(sys.executable).parent / "forgeline"
 

@@ -88,7 +88,7 @@ SCRIPT = textwrap.dedent("""
                    precision=FP16(init_scale=1024, growth_interval=5),
                    optimizer={{"name": "adamw", "lr": 0.01}}, scheduler={{"name": "cosine", "warmup_steps": 3}},
                    checkpoint={{"every_steps": 4, "keep": 2}}, hooks=manager(Slow()).hook)
-    job.batch_augmenters = [SoftMixup()]
+    job.augmenters = [SoftMixup()]
     job.checkpoint_dir = ckpt_dir
     if mode == "resume":
         job.resume_from = latest_checkpoint(ckpt_dir)

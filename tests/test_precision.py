@@ -107,9 +107,9 @@ class OverflowAt(Augmenter):
         super().__init__()
         self.call, self.calls = call, 0
 
-    def augment_batch(self, inputs, targets, generator):
+    def augment_batch(self, batch, generator, spec):
         self.calls += 1
-        return (inputs * 1e30 if self.calls == self.call else inputs), targets
+        return {**batch, "x": batch["x"] * 1e30} if self.calls == self.call else batch
 
 
 def test_fit_with_an_injected_overflow_skips_logs_and_holds_the_scheduler():
@@ -117,7 +117,7 @@ def test_fit_with_an_injected_overflow_skips_logs_and_holds_the_scheduler():
     job = make_job(n=64, epochs=1, batch_size=8, log_every=1, precision=FP16(init_scale=256),
                    optimizer={"name": "sgd", "lr": 0.1}, scheduler={"name": "step", "step_size": 1, "gamma": 0.5},
                    log=records.append)
-    job.batch_augmenters = [OverflowAt(call=3)]
+    job.augmenters = [OverflowAt(call=3)]
     result = fit(job)
     steps = [r for r in records if r["event"] == "step"]
     assert [r["skipped_steps"] for r in steps] == [0, 0, 1, 1, 1, 1, 1, 1]

@@ -181,18 +181,18 @@ class SoftMixup(Augmenter):
         super().__init__(*a, **kw)
         self.calls = 0
 
-    def augment_batch(self, inputs, targets, generator):
+    def augment_batch(self, batch, generator, spec):
         self.calls += 1
         lam = torch.rand((), generator=generator)
-        onehot = torch.nn.functional.one_hot(targets, 2).float()
-        return lam * inputs + (1 - lam) * inputs.flip(0), lam * onehot + (1 - lam) * onehot.flip(0)
+        x, onehot = batch["x"], torch.nn.functional.one_hot(batch["target"], spec.n_outputs).float()
+        return {"x": lam * x + (1 - lam) * x.flip(0), "target": lam * onehot + (1 - lam) * onehot.flip(0)}
 
 
 def test_batch_augmenters_mix_every_training_micro_batch_with_soft_targets():
     job = make_job(epochs=3, batch_size=16, optimizer={"name": "adam", "lr": 0.02})
-    job.batch_augmenters = [SoftMixup()]
+    job.augmenters = [SoftMixup()]
     result = fit(job)
-    assert job.batch_augmenters[0].calls == 3 * 8
+    assert job.augmenters[0].calls == 3 * 8
     assert result.metrics["val_accuracy"] > 0.7
 
 
@@ -223,7 +223,7 @@ class PinnedElsewhere(ParallelStrategy):
 
     def setup(self, dist):
         super().setup(dist)
-        self.dist = DistInfo(device=torch.device("meta"))
+        self.device = torch.device("meta")
         self.torn_down = False
 
     def teardown(self):

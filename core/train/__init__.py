@@ -42,7 +42,8 @@ class TrainJob:
     hooks: Any = None  # plugin manager hook relay (lifecycle hooks) or None
     checkpoint_dir: Path | None = None  # None: no checkpoints (e.g. tuning trials)
     resume_from: Path | None = None  # a checkpoint file to continue from
-    batch_augmenters: list[Augmenter] = field(default_factory=list)
+    #: augmenters acting inside training: batch-level (``per_batch``) and ``online`` ones
+    augmenters: list[Augmenter] = field(default_factory=list)
     stage: StageContext = field(default_factory=StageContext)  # progress, artifacts
 
 

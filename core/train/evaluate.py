@@ -1,6 +1,7 @@
-"""Validation metrics and inference latency of a trained module.
+"""The default loss, validation metrics and inference latency of a trained module.
 
-Predictions run in batches under ``no_grad`` and the precision policy's autocast; the
+Predictions run batch by batch under ``no_grad`` and the precision policy's autocast,
+through the model's own ``forward`` and ``loss``; the
 metrics come from scikit-learn (accuracy, macro F1, ROC AUC — binary, or macro
 one-vs-rest for several classes — and RMSE/MAE/R² for regression).
 """
@@ -8,54 +9,59 @@ one-vs-rest for several classes — and RMSE/MAE/R² for regression).
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping
 
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from ..components import PrecisionPolicy
+    from ..components import Model, PrecisionPolicy
+
+
+def task_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The default training loss, read off the targets: mean cross-entropy for class indices
+    (int64, N) and soft targets (float, N x C), mean squared error for regression values."""
+    import torch.nn.functional as F
+
+    if not targets.is_floating_point() or targets.ndim == 2:
+        return F.cross_entropy(outputs, targets)
+    if outputs.ndim == 2 and outputs.shape[1] == 1:
+        outputs = outputs.squeeze(1)
+    return F.mse_loss(outputs.float(), targets)
 
 
 def loss_function(classification: bool) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The training loss, picked once: mean cross-entropy (class indices or soft N x C
-    targets) for classification, mean squared error for regression."""
+    """The default loss picked once for a task, for the loop's per-step fast path."""
     import torch.nn.functional as F
 
-    if classification:
-        return F.cross_entropy
-
-    def mse(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        if outputs.ndim == 2 and outputs.shape[1] == 1:
-            outputs = outputs.squeeze(1)
-        return F.mse_loss(outputs.float(), targets)
-
-    return mse
+    return F.cross_entropy if classification else task_loss
 
 
-def task_loss(outputs: torch.Tensor, targets: torch.Tensor, classification: bool) -> torch.Tensor:
-    """The training loss of ``outputs`` against ``targets`` (see :func:`loss_function`)."""
-    return loss_function(classification)(outputs, targets)
-
-
-def predict(module: torch.nn.Module, inputs: torch.Tensor, batch_size: int, precision: PrecisionPolicy,
-            device: torch.device) -> torch.Tensor:
-    """The module's float32 outputs for ``inputs``, on the CPU, in eval mode."""
+def predict(module: torch.nn.Module, model: Model, batches: Iterable[Mapping[str, torch.Tensor]],
+            precision: PrecisionPolicy, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """The module's float32 outputs and the targets over ``batches`` (on the CPU, in eval
+    mode), with the model's mean loss per row."""
     import torch
 
     was_training = module.training
     module.eval()
-    outs = []
+    outs, targets, loss_sum = [], [], 0.0
     try:
         with torch.no_grad():
-            for start in range(0, len(inputs), batch_size):
-                x = inputs[start:start + batch_size].to(device, non_blocking=True)
+            for batch in batches:
+                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
                 with precision.autocast():
-                    outs.append(module(x).float().cpu())
+                    out = model.forward(module, batch)
+                    loss_sum += float(model.loss(out, batch)) * len(batch["target"])
+                outs.append(out.float().cpu())
+                targets.append(batch["target"].cpu())
     finally:
         module.train(was_training)
-    return torch.cat(outs) if outs else torch.empty(0)
+    if not outs:
+        return torch.empty(0), torch.empty(0), float("nan")
+    target = torch.cat(targets)
+    return torch.cat(outs), target, loss_sum / len(target)
 
 
 def metrics_from_outputs(outputs: torch.Tensor, targets: torch.Tensor, classification: bool,
@@ -63,7 +69,7 @@ def metrics_from_outputs(outputs: torch.Tensor, targets: torch.Tensor, classific
     """Loss and task metrics of ``outputs`` against ``targets`` (both on the CPU)."""
     from sklearn import metrics as skm
 
-    out: dict[str, float] = {f"{prefix}loss": float(task_loss(outputs, targets, classification))}
+    out: dict[str, float] = {f"{prefix}loss": float(task_loss(outputs, targets))}
     if classification:
         y = targets.numpy()
         proba = outputs.softmax(dim=1).numpy().astype(np.float64)
@@ -87,19 +93,27 @@ def metrics_from_outputs(outputs: torch.Tensor, targets: torch.Tensor, classific
     return out
 
 
-def evaluate(module: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor, classification: bool,
-             batch_size: int, precision: PrecisionPolicy, device: torch.device) -> dict[str, float]:
-    """Validation metrics: ``val_loss`` plus accuracy/F1/AUC or RMSE/MAE/R²."""
-    return metrics_from_outputs(predict(module, inputs, batch_size, precision, device), targets, classification)
+def evaluate(module: torch.nn.Module, model: Model, batches: Iterable[Mapping[str, torch.Tensor]],
+             classification: bool, precision: PrecisionPolicy, device: torch.device,
+             prefix: str = "val_") -> dict[str, float]:
+    """Validation metrics: the model's loss plus accuracy/F1/AUC or RMSE/MAE/R², and the
+    model's own metrics."""
+    outputs, targets, loss = predict(module, model, batches, precision, device)
+    out = metrics_from_outputs(outputs, targets, classification, prefix)
+    out[f"{prefix}loss"] = loss
+    out.update({f"{prefix}{k}": float(v) for k, v in model.metrics(outputs, targets).items()})
+    return out
 
 
-def measure_latency(module: torch.nn.Module, inputs: torch.Tensor, batch_size: int, precision: PrecisionPolicy,
-                    device: torch.device, warmup: int = 3, repeats: int = 20) -> dict[str, float]:
-    """Inference latency per batch of ``batch_size`` (p50/p95 ms) and throughput (samples/s)."""
+def measure_latency(module: torch.nn.Module, model: Model, batch: Mapping[str, torch.Tensor],
+                    precision: PrecisionPolicy, device: torch.device, warmup: int = 3,
+                    repeats: int = 20) -> dict[str, float]:
+    """Inference latency of one batch (p50/p95 ms) and throughput (samples/s)."""
     import torch
 
-    batch = inputs[:batch_size].to(device)
-    if len(batch) == 0:
+    rows = len(batch["target"])
+    batch = {k: v.to(device) for k, v in batch.items()}
+    if rows == 0:
         return {}
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     was_training = module.training
@@ -110,7 +124,7 @@ def measure_latency(module: torch.nn.Module, inputs: torch.Tensor, batch_size: i
             for i in range(warmup + repeats):
                 sync()
                 t0 = time.perf_counter()
-                module(batch)
+                model.forward(module, batch)
                 sync()
                 if i >= warmup:
                     times.append(time.perf_counter() - t0)
@@ -118,4 +132,4 @@ def measure_latency(module: torch.nn.Module, inputs: torch.Tensor, batch_size: i
         module.train(was_training)
     t = np.asarray(times)
     return {"latency_p50_ms": float(np.percentile(t, 50) * 1e3), "latency_p95_ms": float(np.percentile(t, 95) * 1e3),
-            "throughput_samples_per_s": float(len(batch) / np.median(t))}
+            "throughput_samples_per_s": float(rows / np.median(t))}

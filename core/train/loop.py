@@ -1,11 +1,16 @@
 """The training loop forgeline owns: ``fit(job) -> TrainResult``.
 
-Plugins shape it — the precision policy (autocast, loss scaling, the optimizer step), the
-parallel strategy (wrapping, sharding, ``no_sync``, reductions), the model, batch augmenters
-and lifecycle hooks — while the loop itself stays a plain PyTorch loop. The per-step path
-does no host-device synchronisation and builds no records except on logging steps, and a
-lifecycle hook nobody implements is never called, so the loop costs what a hand-written
-loop costs (``benchmarks/train_overhead.py`` measures it).
+Plugins shape it — the model (its inputs, and optionally its own ``forward`` and ``loss``),
+the precision policy (autocast, loss scaling, the optimizer step), the parallel strategy
+(wrapping, sharding, ``no_sync``, reductions, gradient norms), augmenters acting on batches
+and lifecycle hooks — while the loop itself stays a plain PyTorch loop, and reads nothing of
+a plugin that its protocol does not declare. The per-step path does no host-device
+synchronisation and builds no records except on logging steps, and a lifecycle hook nobody
+implements is never called, so the loop costs what a hand-written loop costs
+(``benchmarks/train_overhead.py`` measures it).
+
+:class:`Trainer` holds one training run; each of its methods is one part of the loop:
+resuming, a micro-batch, an optimizer step, logging, checkpointing, the end of an epoch.
 """
 
 from __future__ import annotations
@@ -13,25 +18,28 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import os
 import random
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
-from ..components import DataSpec, PrecisionPolicy, StepInfo
+from ..components import DataSpec, Model, PrecisionPolicy, StepInfo
 from ..data import Modality, Table
 from ..errors import InputError
 from . import TrainJob, TrainResult
+from .batches import SINGLE_INPUT, TARGET, Batch, Source, batch_source, encode_targets
 from .checkpoint import Position, latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .evaluate import evaluate, loss_function, measure_latency
 from .optim import build_optimizer, build_scheduler
+from .threads import ThreadBudget
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["fit", "resolve_device", "encode_targets", "seed_everything", "latest_checkpoint"]
+__all__ = ["fit", "resolve_device", "encode_targets", "seed_everything", "latest_checkpoint", "evaluate_table"]
 
 
 def seed_everything(seed: int) -> None:
@@ -58,41 +66,6 @@ def resolve_device(choice: str, dist: Any) -> torch.device:
     return torch.device("cpu")
 
 
-def encode_targets(table: Table, task: str, classes: list[Any], split: str) -> torch.Tensor:
-    """Class indices (int64, by position in ``classes``) or float32 regression targets."""
-    import pandas as pd
-    import torch
-
-    y = table.y
-    if y is None:
-        raise InputError(f"train: the {split} split has no target column; set data.target")
-    if y.isna().any():
-        raise InputError(f"train: target column {y.name!r} has {int(y.isna().sum())} missing values in the "
-                         f"{split} split; add a cleaner (e.g. drop or impute) before training")
-    if task == "classification":
-        codes = y.map({c: i for i, c in enumerate(classes)})
-        if codes.isna().any():
-            unknown = sorted(map(str, y[codes.isna()].unique()))[:5]
-            raise InputError(f"train: target column {y.name!r} in the {split} split has values {unknown} "
-                             f"that are not among the training classes {list(map(str, classes))[:10]}")
-        return torch.from_numpy(codes.to_numpy(np.int64, copy=True))
-    if not pd.api.types.is_numeric_dtype(y):
-        raise InputError(f"train: regression target {y.name!r} has dtype {y.dtype} in the {split} split; "
-                         "it must be numeric (or set the task to classification)")
-    return torch.from_numpy(y.to_numpy(np.float32, copy=True))
-
-
-def _model_inputs(job: TrainJob, table: Table, split: str) -> torch.Tensor:
-    import torch
-
-    x = job.model.inputs(table)
-    if not isinstance(x, torch.Tensor) or len(x) != len(table):
-        got = f"{type(x).__name__} of {len(x)} rows" if hasattr(x, "__len__") else type(x).__name__
-        raise TypeError(f"model {job.model.name!r}: inputs() must return a tensor with one row per table row "
-                        f"({len(table)} for the {split} split), got {got}")
-    return x
-
-
 def _main_modality(table: Table) -> Modality:
     mods = table.schema.modalities
     for m in (Modality.VOLUME, Modality.IMAGE, Modality.SERIES, Modality.TEXT):
@@ -106,42 +79,58 @@ def _has_impls(hooks: Any, name: str) -> bool:
     return hooks is not None and bool(getattr(hooks, name).get_hookimpls())
 
 
+@dataclasses.dataclass
+class Data:
+    """The job's splits as batch sources, and what the model factory learns from them."""
+
+    train: Source
+    valid: Source | None
+    spec: DataSpec
+
+    @classmethod
+    def prepare(cls, job: TrainJob) -> Data:
+        """Fit the model's input encodings on the training split, then build the sources."""
+        if len(job.train) == 0:
+            raise InputError("train: the training split is empty")
+        model, loader = job.model, job.config.loader
+        model.fit_inputs(job.train)
+        online = [a for a in job.augmenters if a.online]
+        train = batch_source(model, job.train, encode_targets(job.train, job.task, job.classes, "train"),
+                             "train", loader, job.seed, online)
+        valid = None
+        if job.valid is not None and len(job.valid) > 0:
+            valid = batch_source(model, job.valid, encode_targets(job.valid, job.task, job.classes, "validation"),
+                                 "validation", loader, job.seed)
+        shapes = {k: tuple(v.shape[1:]) for k, v in train.sample(1).items() if k != TARGET}
+        spec = DataSpec(task=job.task, n_outputs=len(job.classes) if job.task == "classification" else 1,
+                        input_shape=shapes.get(SINGLE_INPUT, ()), input_shapes=shapes,
+                        feature_names=tuple(job.train.schema.features()), modality=_main_modality(job.train))
+        return cls(train, valid, spec)
+
+
 def fit(job: TrainJob) -> TrainResult:
     """Train ``job.model`` on ``job.train`` as ``job.config`` says; see the module docstring."""
     cfg = job.config
-    classification = job.task == "classification"
     seed_everything(job.seed)
+    threads = ThreadBudget(cfg.threads)
+    threads.start()
     device = resolve_device(cfg.device, job.dist)
+    data = Data.prepare(job)
+    base = job.model.build(data.spec)
 
-    # ---- data and model
-    if len(job.train) == 0:
-        raise InputError("train: the training split is empty")
-    job.model.fit_inputs(job.train)
-    x_train = _model_inputs(job, job.train, "train")
-    y_train = encode_targets(job.train, job.task, job.classes, "train")
-    has_valid = job.valid is not None and len(job.valid) > 0
-    if has_valid:
-        x_valid = _model_inputs(job, job.valid, "validation")
-        y_valid = encode_targets(job.valid, job.task, job.classes, "validation")
-    spec = DataSpec(task=job.task, n_outputs=len(job.classes) if classification else 1,
-                    input_shape=tuple(x_train.shape[1:]),
-                    feature_names=tuple(n for n in job.train.schema.features()),
-                    modality=_main_modality(job.train))
-    base = job.model.build(spec)
-
-    # ---- parallel strategy (joins the process group), then the precision policy on its device
+    # the parallel strategy joins the process group, then the precision policy sets up on its device
     precision, parallel = job.precision, job.parallel
     parallel.setup(dataclasses.replace(job.dist, device=device))
     try:
         device = _agree_on_device(device, parallel, cfg.device)
-        dist = dataclasses.replace(job.dist, device=device)
         why = precision.unsupported(device)
         if why:
             raise InputError(f"train.precision: {precision.name}: {why}")
         precision.setup(device)
         try:
-            return _train(job, cfg, base, spec, device, dist, classification, x_train, y_train,
-                          (x_valid, y_valid) if has_valid else None)
+            trainer = Trainer(job, data, base, device, threads)
+            trainer.resume()
+            return trainer.run()
         finally:
             precision.teardown()
     finally:
@@ -152,7 +141,7 @@ def _agree_on_device(device: torch.device, parallel: Any, choice: str) -> torch.
     """The device both ``train.device`` and the strategy's own choice (if it makes one) name."""
     import torch
 
-    chosen = getattr(getattr(parallel, "dist", None), "device", None)
+    chosen = parallel.device
     if chosen is None:
         return device
     chosen = torch.device(chosen)
@@ -166,216 +155,261 @@ def _agree_on_device(device: torch.device, parallel: Any, choice: str) -> torch.
     return chosen
 
 
-def _train(job, cfg, base, spec, device, dist, classification, x_train, y_train, valid) -> TrainResult:
-    import torch
+@dataclasses.dataclass
+class Epoch:
+    """Running state of one epoch: micro-batch losses (detached, read only when logging) and
+    the counters of the current logging interval."""
 
-    precision, parallel = job.precision, job.parallel
-    x_train, y_train = _stage_on_device(x_train, y_train, device)
-    wrapped = parallel.wrap(base.to(device), precision)
-    module = torch.compile(wrapped) if cfg.compile else wrapped
-    module.train()
-    optimizer = build_optimizer(module.parameters(), cfg.optimizer, device)
+    number: int
+    prior: tuple[float, int] = (0.0, 0)  # loss sum and count of a resumed epoch's finished part
+    losses: list = dataclasses.field(default_factory=list)
+    logged: int = 0
+    steps: int = 0
+    samples: int = 0
+    started: float = dataclasses.field(default_factory=time.perf_counter)
+    interval: float = dataclasses.field(default_factory=time.perf_counter)
 
-    bs, accumulate = cfg.batch_size, cfg.accumulate
-    per_rank = len(parallel.shard(len(job.train), 0, job.seed))
-    micro_per_epoch = math.ceil(per_rank / bs)
-    steps_per_epoch = math.ceil(micro_per_epoch / accumulate)
-    scheduler = build_scheduler(optimizer, cfg.scheduler, cfg.epochs * steps_per_epoch)
-    generator = torch.Generator().manual_seed(job.seed)  # batch augmenters draw from it
-    layout = {"batch_size": bs, "accumulate": accumulate, "micro_batches_per_epoch": micro_per_epoch,
-              "world_size": dist.world_size}
+    def loss_sum(self) -> tuple[float, int]:
+        import torch
 
-    # ---- resume
-    pos = Position(0, 0, 0)
-    resumed_loss = (0.0, 0)  # loss sum and micro-batch count of the resumed epoch's finished part
-    if job.resume_from is not None:
-        state = load_checkpoint(job.resume_from)
-        if state["layout"] != layout:
-            raise InputError(f"--resume: checkpoint {job.resume_from} was written with {state['layout']}, "
-                             f"this run has {layout}; resume with the same batch_size, accumulate, data and processes")
-        parallel.load_model_state(wrapped, state["model"])
-        parallel.load_optimizer_state(wrapped, optimizer, state["optimizer"])
-        precision.load_state_dict(state["precision"])
-        if scheduler is not None and state["scheduler"] is not None:
-            scheduler.load_state_dict(state["scheduler"])
-        set_rng_state(state["rng"], generator)
-        pos = Position(**state["position"])
-        resumed_loss = (state["epoch_loss_sum"], state["epoch_micro_batches"])
+        done = float(torch.stack(self.losses).sum()) if self.losses else 0.0
+        return self.prior[0] + done, self.prior[1] + len(self.losses)
 
-    hooks, run = job.hooks, job.run
-    step_hook = _has_impls(hooks, "forgeline_train_step_ended")
-    ckpt_dir = Path(job.checkpoint_dir) if job.checkpoint_dir is not None else None
-    ckpt_every = cfg.checkpoint.every_steps if ckpt_dir is not None else None
-    checkpoints: list[str] = []
 
-    def checkpoint(position: Position, losses: list, prior: tuple[float, int]) -> None:
-        # gathering (sharded) states is collective: every rank takes part, rank 0 writes
-        model_state = parallel.model_state(wrapped)
-        optim_state = parallel.optimizer_state(wrapped, optimizer)
-        if not dist.is_main:
+class Trainer:
+    """One training run on this process, built by :func:`fit` once the world is set up."""
+
+    def __init__(self, job: TrainJob, data: Data, base: torch.nn.Module, device: torch.device,
+                 threads: ThreadBudget) -> None:
+        import torch
+
+        cfg, self.job, self.cfg, self.data, self.base = job.config, job, job.config, data, base
+        self.device, self.threads = device, threads
+        self.dist = dataclasses.replace(job.dist, device=device)
+        self.precision, self.parallel, self.model = job.precision, job.parallel, job.model
+        data.train.to(device)
+        self.wrapped = self.parallel.wrap(base.to(device), self.precision)
+        self.module = torch.compile(self.wrapped) if cfg.compile else self.wrapped
+        self.module.train()
+        self.optimizer = build_optimizer(self.module.parameters(), cfg.optimizer, device)
+        self.params = [p for p in self.module.parameters() if p.requires_grad]
+        per_rank = len(self.parallel.shard(data.train.rows, 0, job.seed))
+        self.micro_per_epoch = math.ceil(per_rank / cfg.batch_size)
+        self.steps_per_epoch = math.ceil(self.micro_per_epoch / cfg.accumulate)
+        self.scheduler = build_scheduler(self.optimizer, cfg.scheduler, cfg.epochs * self.steps_per_epoch)
+        self.generator = torch.Generator().manual_seed(job.seed)  # batch augmenters draw from it
+        self.layout = {"batch_size": cfg.batch_size, "accumulate": cfg.accumulate,
+                       "micro_batches_per_epoch": self.micro_per_epoch, "world_size": self.dist.world_size}
+        self.position, self.resumed_loss = Position(0, 0, 0), (0.0, 0)
+        self.mixers = [a for a in job.augmenters if a.per_batch]
+        self.step_hook = _has_impls(job.hooks, "forgeline_train_step_ended")
+        self.ckpt_dir = Path(job.checkpoint_dir) if job.checkpoint_dir is not None else None
+        self.checkpoints: list[str] = []
+        self.history: list[dict[str, Any]] = []
+        self.step = 0
+        # per-step work trimmed to what a hand-written loop does: no copy when the data already
+        # sits on the device, no autocast context for full-precision policies, the loss picked once
+        self.autocast = (self.precision.autocast if type(self.precision).autocast is not PrecisionPolicy.autocast
+                         else contextlib.nullcontext)
+        self.loss = (job.model.loss if type(job.model).loss is not Model.loss
+                     else _default_loss(loss_function(job.task == "classification")))
+
+    # ------------------------------------------------------------------ resume
+
+    def resume(self) -> None:
+        """Continue from ``job.resume_from``: weights, optimizer, scaler, schedule, RNG, position."""
+        if self.job.resume_from is None:
             return
-        loss_sum = prior[0] + (float(torch.stack(losses).sum()) if losses else 0.0)
-        path = save_checkpoint(ckpt_dir, {
-            "model": model_state, "optimizer": optim_state, "precision": precision.state_dict(),
-            "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "rng": rng_state(generator), "position": dataclasses.asdict(position), "layout": layout,
-            "epoch_loss_sum": loss_sum, "epoch_micro_batches": prior[1] + len(losses),
-        }, position.step, cfg.checkpoint.keep)
-        checkpoints.append(str(path))
-        if hooks is not None:
-            hooks.forgeline_checkpoint_saved(run=run, path=path, step=position.step)
+        state = load_checkpoint(self.job.resume_from)
+        if state["layout"] != self.layout:
+            raise InputError(f"--resume: checkpoint {self.job.resume_from} was written with {state['layout']}, "
+                             f"this run has {self.layout}; resume with the same batch_size, accumulate, data "
+                             "and processes")
+        self.parallel.load_model_state(self.wrapped, state["model"])
+        self.parallel.load_optimizer_state(self.wrapped, self.optimizer, state["optimizer"])
+        self.precision.load_state_dict(state["precision"])
+        if self.scheduler is not None and state["scheduler"] is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"], self.generator)
+        self.position = Position(**state["position"])
+        self.resumed_loss = (state["epoch_loss_sum"], state["epoch_micro_batches"])
 
-    params = [p for p in module.parameters() if p.requires_grad]
-    augmenters = list(job.batch_augmenters)
-    # per-step work trimmed to what a hand-written loop does: no copy when the data already
-    # sits on the device, no autocast context for full-precision policies, the loss picked once
-    copy_batches = x_train.device != device
-    non_blocking = device.type == "cuda"
-    autocast = (precision.autocast if type(precision).autocast is not PrecisionPolicy.autocast
-                else contextlib.nullcontext)
-    loss_fn = loss_function(classification)
-    log_every, clip = cfg.log_every, cfg.grad_clip
-    advance = job.stage.progress(f"training {cfg.epochs} epoch(s)", cfg.epochs * steps_per_epoch)
-    advance(pos.step)
-    step = pos.step
-    skipped_before = _skipped(precision)
-    history: list[dict[str, Any]] = []
-    t_train = time.perf_counter()
+    # ------------------------------------------------------------------ the loop
 
-    for epoch in range(pos.epoch, cfg.epochs):
-        order = torch.from_numpy(np.asarray(parallel.shard(len(job.train), epoch, job.seed), dtype=np.int64))
-        order = order.to(x_train.device)
-        first_mb = pos.micro_batch if epoch == pos.epoch else 0
-        prior = resumed_loss if epoch == pos.epoch else (0.0, 0)
-        losses: list[torch.Tensor] = []  # detached micro-batch losses: no sync until they are read
-        t_log, steps_since, samples_since, losses_logged = time.perf_counter(), 0, 0, 0
-        t_epoch = t_log
-        for mb in range(first_mb, micro_per_epoch):
-            window_start = mb - mb % accumulate
-            window_len = min(accumulate, micro_per_epoch - window_start)
-            window_end = mb == window_start + window_len - 1
-            idx = order[mb * bs:(mb + 1) * bs]
-            x, y = x_train[idx], y_train[idx]
-            for aug in augmenters:
-                x, y = aug.augment_batch(x, y, generator)
-            if copy_batches:
-                x, y = x.to(device, non_blocking=non_blocking), y.to(device, non_blocking=non_blocking)
-            if window_end:
-                with autocast():
-                    loss = loss_fn(module(x), y)
-                precision.backward(loss / window_len if window_len > 1 else loss)
-            else:  # gradients stay local until the window's last micro-batch
-                with parallel.no_sync(wrapped):
-                    with autocast():
-                        loss = loss_fn(module(x), y)
-                    precision.backward(loss / window_len)
-            losses.append(loss.detach())
-            samples_since += len(idx)
-            if not window_end:
-                continue
+    def run(self) -> TrainResult:
+        self.step = self.position.step
+        self.advance = self.job.stage.progress(f"training {self.cfg.epochs} epoch(s)",
+                                               self.cfg.epochs * self.steps_per_epoch)
+        self.advance(self.step)
+        skipped_before = self.precision.skipped_steps
+        started = time.perf_counter()
+        for number in range(self.position.epoch, self.cfg.epochs):
+            resumed = number == self.position.epoch
+            epoch = Epoch(number, self.resumed_loss if resumed else (0.0, 0))
+            self.train_epoch(epoch, self.position.micro_batch if resumed else 0)
+            self.end_epoch(epoch)
+        return self.result(time.perf_counter() - started, self.precision.skipped_steps - skipped_before)
 
-            # ---- optimizer step at the window's end
-            step += 1
-            steps_since += 1
-            logging = step % log_every == 0
-            precision.unscale(optimizer)
-            grad_norm = None
-            if clip is not None:
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
-            elif logging:
-                grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
-            stepped = precision.step(optimizer)
-            optimizer.zero_grad(set_to_none=True)
-            if stepped and scheduler is not None:
-                scheduler.step()
-            if step_hook:
-                hooks.forgeline_train_step_ended(run=run, step=StepInfo(
-                    step=step, epoch=epoch, loss=float(torch.stack(losses[-window_len:]).mean()), stepped=stepped))
-            if logging:
-                # reading the loss waits for the device, so the interval timed below covers
-                # the steps' device work too, not only their launch
-                loss_value = float(torch.stack(losses[losses_logged:]).mean())
-                now = time.perf_counter()
-                record = parallel.reduce({
-                    "loss": loss_value,
-                    "lr": float(optimizer.param_groups[0]["lr"]),
-                    "grad_norm": _scalar(grad_norm),
-                    "samples_per_s": samples_since * dist.world_size / (now - t_log),
-                    "step_time_s": (now - t_log) / steps_since,
-                    **precision.metrics()})
-                job.log({"event": "step", "step": step, "epoch": epoch, **record})
-                advance(steps_since)
-                t_log, steps_since, samples_since, losses_logged = time.perf_counter(), 0, 0, len(losses)
-            if ckpt_every is not None and step % ckpt_every == 0:
-                checkpoint(Position(epoch, mb + 1, step), losses, prior)
+    def train_epoch(self, epoch: Epoch, first: int) -> None:
+        """Micro-batches ``first`` .. end of the epoch, with an optimizer step at each window's end.
 
-        # ---- epoch end: validation, record, hook, checkpoint
-        advance(steps_since)
-        n_losses = prior[1] + len(losses)
-        train_loss = (prior[0] + (float(torch.stack(losses).sum()) if losses else 0.0)) / max(n_losses, 1)
-        epoch_time = time.perf_counter() - t_epoch  # after reading the losses: device work included
-        metrics = {"train_loss": train_loss}
-        if valid is not None:
-            metrics.update(evaluate(module, valid[0], valid[1], classification, bs, precision, device))
-        metrics = parallel.reduce(metrics)
-        record = {"event": "epoch", "epoch": epoch, "step": step, **metrics, "epoch_time_s": epoch_time,
-                  "comm_share": parallel.comm_share(), **precision.metrics()}
-        job.log(record)
-        history.append(record)
-        if hooks is not None:
-            hooks.forgeline_epoch_ended(run=run, epoch=epoch, metrics=metrics)
-        if ckpt_dir is not None:
-            checkpoint(Position(epoch + 1, 0, step), [], (0.0, 0))
+        Each micro-batch's mean loss is weighed by its share of its window's rows, so a
+        window of micro-batches of 8 and 6 rows equals one batch of 14 (strategies give every
+        rank the same number of rows, so the share is the same across ranks)."""
+        bs, accumulate = self.cfg.batch_size, self.cfg.accumulate
+        order = np.asarray(self.parallel.shard(self.data.train.rows, epoch.number, self.job.seed), dtype=np.int64)
+        sizes = np.minimum(bs, len(order) - np.arange(self.micro_per_epoch) * bs)
+        for mb, batch in enumerate(self.data.train.epoch(order, bs, epoch.number, first), start=first):
+            start = mb - mb % accumulate
+            window = sizes[start:start + accumulate]
+            last = mb == start + len(window) - 1
+            weight = None if len(window) == 1 else float(sizes[mb] / window.sum())
+            epoch.losses.append(self.micro_batch(batch, weight, sync=last))
+            epoch.samples += int(sizes[mb])
+            if last:
+                self.optimizer_step(epoch, len(window))
+                if self.ckpt_dir is not None and self.cfg.checkpoint.every_steps and \
+                        self.step % self.cfg.checkpoint.every_steps == 0:
+                    self.checkpoint(Position(epoch.number, mb + 1, self.step), epoch)
 
-    train_time = time.perf_counter() - t_train
-    final = {k: v for k, v in (history[-1] if history else {}).items() if k.startswith("val_")}
-    if valid is not None:
-        latency = measure_latency(module, valid[0], bs, precision, device)
-        job.log({"event": "latency", **latency})
-        final.update(latency)
-    result_module = _full_module(job, spec, base, wrapped, parallel)
-    report = {
-        "device": str(device), "precision": precision.name, "parallel": getattr(parallel, "name", "single"),
-        "epochs": cfg.epochs, "steps": step, "skipped_steps": _skipped(precision) - skipped_before,
-        "micro_batches_per_epoch": micro_per_epoch, "steps_per_epoch": steps_per_epoch,
-        "effective_batch": bs * accumulate * dist.world_size, "parameters": sum(p.numel() for p in base.parameters()),
-        "train_time_s": train_time, "resumed_from": str(job.resume_from) if job.resume_from else None,
-        "checkpoints": checkpoints[-cfg.checkpoint.keep:], "history": history,
-    }
-    return TrainResult(module=result_module, metrics=final, steps=step, report=report)
+    def micro_batch(self, batch: Batch, weight: float | None, sync: bool) -> torch.Tensor:
+        """Forward and backward of one micro-batch; gradients stay local unless ``sync``."""
+        batch = self._on_device(batch)
+        for mixer in self.mixers:
+            batch = mixer.augment_batch(batch, self.generator, self.data.spec)
+        with contextlib.nullcontext() if sync else self.parallel.no_sync(self.wrapped):
+            with self.autocast():
+                loss = self.loss(self.model.forward(self.module, batch), batch)
+            self.precision.backward(loss if weight is None else loss * weight)
+        return loss.detach()
+
+    def _on_device(self, batch: Batch) -> Batch:
+        if next(iter(batch.values())).device == self.device:
+            return batch
+        non_blocking = self.device.type == "cuda"
+        return {k: v.to(self.device, non_blocking=non_blocking) for k, v in batch.items()}
+
+    def optimizer_step(self, epoch: Epoch, window: int) -> None:
+        """Unscale, clip or measure the gradient norm, step (unless skipped), then log."""
+        import torch
+
+        self.step += 1
+        epoch.steps += 1
+        logging = self.step % self.cfg.log_every == 0
+        self.precision.unscale(self.optimizer)
+        grad_norm = None
+        if self.cfg.grad_clip is not None or logging:
+            grad_norm = self.parallel.grad_norm(self.params, self.cfg.grad_clip)
+        stepped = self.precision.step(self.optimizer)
+        self.optimizer.zero_grad(set_to_none=True)
+        if stepped and self.scheduler is not None:
+            self.scheduler.step()
+        if self.step_hook:
+            self.job.hooks.forgeline_train_step_ended(run=self.job.run, step=StepInfo(
+                step=self.step, epoch=epoch.number, loss=float(torch.stack(epoch.losses[-window:]).mean()),
+                stepped=stepped))
+        if logging:
+            self.log_step(epoch, grad_norm)
+
+    def log_step(self, epoch: Epoch, grad_norm: torch.Tensor | None) -> None:
+        import torch
+
+        # reading the loss waits for the device, so the interval timed below covers the
+        # steps' device work too, not only their launch
+        loss = float(torch.stack(epoch.losses[epoch.logged:]).mean())
+        now = time.perf_counter()
+        record = self.parallel.reduce({
+            "loss": loss, "lr": float(self.optimizer.param_groups[0]["lr"]),
+            "grad_norm": None if grad_norm is None else float(grad_norm),
+            "samples_per_s": epoch.samples * self.dist.world_size / (now - epoch.interval),
+            "step_time_s": (now - epoch.interval) / epoch.steps, **self.precision.metrics()})
+        self.job.log({"event": "step", "step": self.step, "epoch": epoch.number, **record})
+        self.advance(epoch.steps)
+        epoch.interval, epoch.steps, epoch.samples, epoch.logged = time.perf_counter(), 0, 0, len(epoch.losses)
+
+    def end_epoch(self, epoch: Epoch) -> None:
+        """Validation, the epoch record, the epoch hook, a checkpoint."""
+        self.advance(epoch.steps)
+        loss_sum, count = epoch.loss_sum()
+        seconds = time.perf_counter() - epoch.started  # after reading the losses: device work included
+        metrics = {"train_loss": loss_sum / max(count, 1)}
+        if self.data.valid is not None:
+            metrics.update(self.evaluate(self.data.valid))
+        metrics = self.parallel.reduce(metrics)
+        record = {"event": "epoch", "epoch": epoch.number, "step": self.step, **metrics, "epoch_time_s": seconds,
+                  "comm_share": self.parallel.comm_share(), "threads": self.threads.threads, **self.precision.metrics()}
+        self.threads.adjust()  # another job may have started or stopped on this machine
+        self.job.log(record)
+        self.history.append(record)
+        if self.job.hooks is not None:
+            self.job.hooks.forgeline_epoch_ended(run=self.job.run, epoch=epoch.number, metrics=metrics)
+        if self.ckpt_dir is not None:
+            self.checkpoint(Position(epoch.number + 1, 0, self.step), Epoch(epoch.number))
+
+    def evaluate(self, source: Source, prefix: str = "val_") -> dict[str, float]:
+        return evaluate(self.module, self.model, _in_order(source, self.cfg.batch_size),
+                        self.job.task == "classification", self.precision, self.device, prefix)
+
+    def checkpoint(self, position: Position, epoch: Epoch) -> None:
+        """Gather the (sharded) states on every rank; rank 0 writes them."""
+        model_state = self.parallel.model_state(self.wrapped)
+        optim_state = self.parallel.optimizer_state(self.wrapped, self.optimizer)
+        if not self.dist.is_main:
+            return
+        loss_sum, count = epoch.loss_sum()
+        path = save_checkpoint(self.ckpt_dir, {
+            "model": model_state, "optimizer": optim_state, "precision": self.precision.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "rng": rng_state(self.generator), "position": dataclasses.asdict(position), "layout": self.layout,
+            "epoch_loss_sum": loss_sum, "epoch_micro_batches": count,
+        }, position.step, self.cfg.checkpoint.keep)
+        if str(path) in self.checkpoints:  # a step checkpoint rewritten at the epoch's end
+            self.checkpoints.remove(str(path))
+        self.checkpoints.append(str(path))
+        if self.job.hooks is not None:
+            self.job.hooks.forgeline_checkpoint_saved(run=self.job.run, path=path, step=position.step)
+
+    # ------------------------------------------------------------------ the result
+
+    def result(self, train_time: float, skipped: int) -> TrainResult:
+        final = {k: v for k, v in (self.history[-1] if self.history else {}).items() if k.startswith("val_")}
+        if self.data.valid is not None:
+            latency = measure_latency(self.module, self.model, self.data.valid.sample(self.cfg.batch_size),
+                                      self.precision, self.device)
+            self.job.log({"event": "latency", **latency})
+            final.update(latency)
+        module = self.parallel.unwrap(self.wrapped, lambda: self.model.build(self.data.spec))
+        cfg, world = self.cfg, self.dist.world_size
+        report = {
+            "device": str(self.device), "precision": self.precision.name, "parallel": getattr(self.parallel, "name", "single"),
+            "threads": self.threads.threads, "epochs": cfg.epochs, "steps": self.step, "skipped_steps": skipped,
+            "micro_batches_per_epoch": self.micro_per_epoch, "steps_per_epoch": self.steps_per_epoch,
+            "effective_batch": cfg.batch_size * cfg.accumulate * world,
+            "streamed": self.data.train.streaming, "loader_workers": cfg.loader.workers,
+            "parameters": sum(p.numel() for p in self.base.parameters()), "train_time_s": train_time,
+            "resumed_from": str(self.job.resume_from) if self.job.resume_from else None,
+            "checkpoints": self.checkpoints[-cfg.checkpoint.keep:], "history": self.history,
+        }
+        return TrainResult(module=module, metrics=final, steps=self.step, report=report)
 
 
-def _stage_on_device(x: torch.Tensor, y: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """On CUDA, keep the training tensors on the GPU when they take under a quarter of its free
-    memory (no host-to-device copy per step); otherwise pin them so copies run asynchronously."""
+def _default_loss(loss_fn: Callable[[Any, Any], Any]) -> Callable[[Any, Batch], Any]:
+    """The task loss on ``batch["target"]``, picked once (what ``Model.loss`` does by default)."""
+    def loss(outputs: Any, batch: Batch) -> Any:
+        return loss_fn(outputs, batch[TARGET])
+    return loss
+
+
+def _in_order(source: Source, batch_size: int) -> Iterator[Batch]:
+    return source.epoch(np.arange(source.rows), batch_size, 0)
+
+
+def evaluate_table(module: torch.nn.Module, job: TrainJob, table: Table, prefix: str) -> dict[str, float]:
+    """Metrics of a trained module on another split (e.g. the test split), batch by batch."""
     import torch
 
-    if device.type != "cuda":
-        return x, y
-    free, _ = torch.cuda.mem_get_info(device)
-    if x.nbytes + y.nbytes <= free // 4:
-        return x.to(device), y.to(device)
-    return x.pin_memory(), y.pin_memory()
-
-
-def _scalar(value: Any) -> float | None:
-    if value is None:
-        return None
-    if hasattr(value, "full_tensor"):  # a DTensor norm under FSDP
-        value = value.full_tensor()
-    return float(value)
-
-
-def _skipped(precision: Any) -> int:
-    return int(getattr(precision, "skipped_steps", 0))
-
-
-def _full_module(job: TrainJob, spec: DataSpec, base: torch.nn.Module, wrapped: torch.nn.Module,
-                 parallel: Any) -> torch.nn.Module:
-    """The trained module, unwrapped, with full weights (gathered when the strategy shards them)."""
-    state = parallel.model_state(wrapped)  # collective under sharding strategies
-    if not any(type(p).__name__ == "DTensor" for p in base.parameters()):
-        return base
-    full = job.model.build(spec)
-    full.load_state_dict(state)
-    return full
+    targets = encode_targets(table, job.task, job.classes, prefix.rstrip("_"))
+    source = batch_source(job.model, table, targets, prefix.rstrip("_"), job.config.loader, job.seed)
+    device = next(module.parameters(), torch.empty(0)).device
+    return evaluate(module, job.model, _in_order(source, job.config.batch_size), job.task == "classification",
+                    job.precision, device, prefix)

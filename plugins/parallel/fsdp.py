@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
@@ -90,6 +90,17 @@ class ShardedStrategy(DistributedStrategy):
         # full_state_dict=True: that gathers either to rank 0 only (cpu_offload) or all at once
         # on the device, and every rank needs the weights without holding the model on its GPU
         return gathered_to_cpu(get_model_state_dict(model, options=StateDictOptions()))
+
+    def unwrap(self, model: torch.nn.Module, fresh: Callable[[], torch.nn.Module]) -> torch.nn.Module:
+        """A fresh, unsharded module holding the gathered weights (every rank takes part)."""
+        full = fresh()
+        full.load_state_dict(self.model_state(model))
+        return full
+
+    def grad_norm(self, parameters: list[torch.Tensor], max_norm: float | None = None) -> torch.Tensor:
+        """The total norm over all shards: torch returns it as a DTensor here, made whole."""
+        norm = super().grad_norm(parameters, max_norm)
+        return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
 
     def load_model_state(self, model: torch.nn.Module, state: Mapping[str, Any]) -> None:
         from torch.distributed.checkpoint.state_dict import set_model_state_dict
