@@ -175,7 +175,7 @@ def test_two_inputs_and_own_loss_train_under_ddp_with_accumulation_and_resume_bi
     shutil.copytree(full, copy)
     for later in sorted((copy / "checkpoints").glob("step-*.pt"))[2:]:
         later.unlink()
-    done = run_forgeline("run", str(pipeline), "--resume", str(copy), "--nproc", "2", "--quiet",
+    done = run_forgeline("run", "--resume", str(copy), "--nproc", "2", "--quiet",
                          site=two_input_site, env={"OMP_NUM_THREADS": "1"}, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "step-000000006.pt" in _train_report(copy)["resumed_from"]

@@ -44,6 +44,10 @@ class TrainJob:
     resume_from: Path | None = None  # a checkpoint file to continue from
     #: augmenters acting inside training: batch-level (``per_batch``) and ``online`` ones
     augmenters: list[Augmenter] = field(default_factory=list)
+    #: train this module (e.g. a pruned one being fine-tuned) instead of building a new one
+    module: torch.nn.Module | None = None
+    #: the training loss ``loss(outputs, batch)`` instead of the model's (e.g. distillation)
+    loss: Callable[[Any, Mapping[str, Any]], Any] | None = None
     stage: StageContext = field(default_factory=StageContext)  # progress, artifacts
 
 

@@ -16,6 +16,7 @@ resuming, a micro-batch, an optimizer step, logging, checkpointing, the end of a
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import math
 import os
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
-from ..components import DataSpec, Model, PrecisionPolicy, StepInfo
+from ..components import DataSpec, Model, ParallelStrategy, PrecisionPolicy, StepInfo
 from ..data import Modality, Table
 from ..errors import InputError
 from . import TrainJob, TrainResult
@@ -116,7 +117,7 @@ def fit(job: TrainJob) -> TrainResult:
     threads.start()
     device = resolve_device(cfg.device, job.dist)
     data = Data.prepare(job)
-    base = job.model.build(data.spec)
+    base = job.module if job.module is not None else job.model.build(data.spec)
 
     # the parallel strategy joins the process group, then the precision policy sets up on its device
     precision, parallel = job.precision, job.parallel
@@ -188,6 +189,7 @@ class Trainer:
         self.dist = dataclasses.replace(job.dist, device=device)
         self.precision, self.parallel, self.model = job.precision, job.parallel, job.model
         data.train.to(device)
+        self.fresh = _fresh_module(job, data.spec, base)
         self.wrapped = self.parallel.wrap(base.to(device), self.precision)
         self.module = torch.compile(self.wrapped) if cfg.compile else self.wrapped
         self.module.train()
@@ -211,8 +213,8 @@ class Trainer:
         # sits on the device, no autocast context for full-precision policies, the loss picked once
         self.autocast = (self.precision.autocast if type(self.precision).autocast is not PrecisionPolicy.autocast
                          else contextlib.nullcontext)
-        self.loss = (job.model.loss if type(job.model).loss is not Model.loss
-                     else _default_loss(loss_function(job.task == "classification")))
+        self.loss = job.loss or (job.model.loss if type(job.model).loss is not Model.loss
+                                 else _default_loss(loss_function(job.task == "classification")))
 
     # ------------------------------------------------------------------ resume
 
@@ -378,7 +380,7 @@ class Trainer:
                                       self.precision, self.device)
             self.job.log({"event": "latency", **latency})
             final.update(latency)
-        module = self.parallel.unwrap(self.wrapped, lambda: self.model.build(self.data.spec))
+        module = self.parallel.unwrap(self.wrapped, self.fresh)
         cfg, world = self.cfg, self.dist.world_size
         report = {
             "device": str(self.device), "precision": self.precision.name, "parallel": getattr(self.parallel, "name", "single"),
@@ -391,6 +393,16 @@ class Trainer:
             "checkpoints": self.checkpoints[-cfg.checkpoint.keep:], "history": self.history,
         }
         return TrainResult(module=module, metrics=final, steps=self.step, report=report)
+
+
+def _fresh_module(job: TrainJob, spec: DataSpec, base: torch.nn.Module) -> Callable[[], torch.nn.Module]:
+    """What a sharding strategy gathers the trained weights into: a new module like ``base``."""
+    if job.module is None:
+        return lambda: job.model.build(spec)
+    if type(job.parallel).unwrap is ParallelStrategy.unwrap:
+        return lambda: base  # never called: the strategy unwraps the module it trained
+    original = copy.deepcopy(base)  # taken before sharding changes the module in place
+    return lambda: copy.deepcopy(original)
 
 
 def _default_loss(loss_fn: Callable[[Any, Any], Any]) -> Callable[[Any, Batch], Any]:
