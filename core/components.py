@@ -201,12 +201,32 @@ class Augmenter(Component):
     per_sample: ClassVar[bool] = True
     per_batch: ClassVar[bool] = False
 
+    @property
+    def online(self) -> bool:
+        """True: not a stage that adds rows; the training data loader calls ``transform_rows``
+        on every batch's rows instead, fresh each epoch."""
+        return False
+
     def augment(self, table: Table, ctx: StageContext | None = None) -> Table:
         raise NotImplementedError
 
-    def augment_batch(self, inputs: Any, targets: torch.Tensor, generator: torch.Generator) -> tuple[Any, torch.Tensor]:
-        """Mix a training batch (CutMix/MixUp); targets may become soft (N x classes)."""
-        return inputs, targets
+    def transform_rows(self, table: Table, rng: np.random.Generator) -> Table:
+        """Online mode: the same rows (ids and order), values augmented, drawn from ``rng``
+        (seeded from seed, epoch and batch, so any number of loader workers gives the same)."""
+        raise NotImplementedError
+
+    def augment_batch(self, batch: dict[str, torch.Tensor], generator: torch.Generator,
+                      spec: DataSpec) -> dict[str, torch.Tensor]:
+        """Mix a training batch (CutMix/MixUp) on its device: named inputs plus ``"target"``,
+        which may become soft (N x ``spec.n_outputs``)."""
+        return batch
+
+    @classmethod
+    def from_config(cls, section: str, values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """An augmentation config in the shape users already write (``{"text_augmentation":
+        {...}, "image_augmentation": {...}}``): the ``with:`` this augmenter takes from the
+        ``section`` named, and the keys it left; None when the section is not for it."""
+        return None
 
 
 class FeatureTransform(Component):

@@ -380,7 +380,8 @@ class Runner:
         aug: Augmenter = res.build()
         with self._stage(stage_id, res, res.entry.name, aug) as report:
             train = splits.train
-            if aug.per_sample:
+            report["online"] = aug.online  # online: the data loader calls transform_rows
+            if aug.per_sample and not aug.online:
                 new = aug.augment(train, self._ctx(stage_id))
                 next_id = int(max(t.row_ids.max() for _, t in splits.items())) + 1
                 sources = new.row_ids

@@ -246,12 +246,13 @@ class Jitter(Augmenter):
             frame[column] = frame[column] + rng.normal(scale=0.1, size=len(frame))
         return picked.with_frame(frame)
 
-    def augment_batch(self, inputs, targets, generator):
+    def augment_batch(self, batch, generator, spec):
         import torch
 
+        inputs = batch["x"]
         order = torch.randperm(len(inputs), generator=generator)
-        soft = torch.nn.functional.one_hot(targets, 2).float()
-        return 0.7 * inputs + 0.3 * inputs[order], 0.7 * soft + 0.3 * soft[order]
+        soft = torch.nn.functional.one_hot(batch["target"], spec.n_outputs).float()
+        return {"x": 0.7 * inputs + 0.3 * inputs[order], "target": 0.7 * soft + 0.3 * soft[order]}
 
 
 class RandomSearchParams(Params):

@@ -107,9 +107,9 @@ class OverflowAt(Augmenter):
         super().__init__()
         self.call, self.calls = call, 0
 
-    def augment_batch(self, inputs, targets, generator):
+    def augment_batch(self, batch, generator, spec):
         self.calls += 1
-        return (inputs * 1e30 if self.calls == self.call else inputs), targets
+        return {**batch, "x": batch["x"] * 1e30} if self.calls == self.call else batch
 
 
 def test_fit_with_an_injected_overflow_skips_logs_and_holds_the_scheduler():

@@ -181,11 +181,11 @@ class SoftMixup(Augmenter):
         super().__init__(*a, **kw)
         self.calls = 0
 
-    def augment_batch(self, inputs, targets, generator):
+    def augment_batch(self, batch, generator, spec):
         self.calls += 1
         lam = torch.rand((), generator=generator)
-        onehot = torch.nn.functional.one_hot(targets, 2).float()
-        return lam * inputs + (1 - lam) * inputs.flip(0), lam * onehot + (1 - lam) * onehot.flip(0)
+        inputs, onehot = batch["x"], torch.nn.functional.one_hot(batch["target"], spec.n_outputs).float()
+        return {"x": lam * inputs + (1 - lam) * inputs.flip(0), "target": lam * onehot + (1 - lam) * onehot.flip(0)}
 
 
 def test_batch_augmenters_mix_every_training_micro_batch_with_soft_targets():

@@ -256,8 +256,11 @@ def _train(job, cfg, base, spec, device, dist, classification, x_train, y_train,
             window_end = mb == window_start + window_len - 1
             idx = order[mb * bs:(mb + 1) * bs]
             x, y = x_train[idx], y_train[idx]
-            for aug in augmenters:
-                x, y = aug.augment_batch(x, y, generator)
+            if augmenters:  # batch augmenters speak named tensors (the model still takes one x)
+                batch = {"x": x, "target": y}
+                for aug in augmenters:
+                    batch = aug.augment_batch(batch, generator, spec)
+                x, y = batch["x"], batch["target"]
             if copy_batches:
                 x, y = x.to(device, non_blocking=non_blocking), y.to(device, non_blocking=non_blocking)
             if window_end:
