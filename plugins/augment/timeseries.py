@@ -85,6 +85,8 @@ def _phase(x: np.ndarray, p: TimeSeriesParams, rng: np.random.Generator) -> np.n
     spectrum = np.fft.rfft(x, axis=-1)
     shift = rng.uniform(-p.max_phase, p.max_phase, spectrum.shape)
     shift[..., 0] = 0.0  # the mean stays real
+    if x.shape[-1] % 2 == 0:
+        shift[..., -1] = 0.0  # so does the Nyquist frequency of an even length
     return np.fft.irfft(spectrum * np.exp(1j * shift), n=x.shape[-1], axis=-1)
 
 
