@@ -224,6 +224,13 @@ class Augmenter(Component):
         soft (N x ``spec.n_outputs``). Draw random numbers from ``generator`` only."""
         return batch
 
+    @classmethod
+    def from_config(cls, section: str, values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """An augmentation config in the shape users already write (``{"text_augmentation":
+        {...}, "image_augmentation": {...}}``): the ``with:`` this augmenter takes from the
+        ``section`` named, and the keys it left; None when the section is not for it."""
+        return None
+
 
 class FeatureTransform(Component):
     """A scikit-learn transformer over the table's feature columns (``fit``/``transform``/

@@ -506,6 +506,9 @@ def load_plan(source: str | Path | Mapping[str, Any], catalog: Catalog, override
     # -- the data source: a registered dataset, or a path read by the `file` dataset
     dataset = _resolve_dataset(check, normal, folder)
 
+    # -- `augment:` in the shape users already write (a mapping of config sections, or a file of one)
+    _expand_augment_config(check, normal, folder)
+
     # -- the training shorthand `model: {use: "pkg.mod:callable"}` for the `module` model
     train = normal.get("train")
     if isinstance(train, dict):
@@ -568,6 +571,46 @@ def _resolve_dataset(check: _Checker, normal: dict, folder: Path) -> Resolved | 
         data["source"], data["with"] = "file", {**(with_ or {}), "path": str(target)}
         return check.resolve(Kind.DATASET, "file", data["with"], ("data",), ref_key="source")
     return check.resolve(Kind.DATASET, source, with_, ("data",), ref_key="source")
+
+
+def _expand_augment_config(check: _Checker, normal: dict, folder: Path) -> None:
+    """``augment: {text_augmentation: {...}, image_augmentation: {...}}``, or ``augment: aug.json``
+    naming a JSON/YAML file of that shape, becomes the list of augmenters that take each section
+    (each augmenter's ``from_config`` says which keys of a section it takes)."""
+    spec = normal.get("augment")
+    if isinstance(spec, str):
+        path = (folder / os.path.expanduser(spec)).resolve()
+        try:
+            spec = yaml.safe_load(path.read_text(encoding="utf-8"))  # JSON is YAML
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+            why = "no such file" if isinstance(err, FileNotFoundError) else f"cannot read it ({type(err).__name__})"
+            check.add(("augment",), f"{path}: {why}; give a JSON/YAML augmentation config or a list of augmenters")
+            normal["augment"] = []
+            return
+        if not isinstance(spec, Mapping):
+            check.add(("augment",), f"{path}: expected a mapping of sections (text_augmentation, "
+                                    f"image_augmentation, ...), got {_describe(spec)}")
+            normal["augment"] = []
+            return
+    if not isinstance(spec, Mapping):
+        return  # a list of augmenters (or a structure error reported later)
+    items: list[dict[str, Any]] = []
+    for section, values in spec.items():
+        if not isinstance(values, Mapping):
+            check.add(("augment", section), f"expected a mapping of settings, got {_describe(values)}")
+            continue
+        rest, taken = dict(values), False
+        for entry in check.catalog.of_kind(Kind.AUGMENTER):
+            got = entry.cls.from_config(str(section), rest)
+            if got is not None:
+                params, rest = got
+                items.append({"use": entry.name, "with": params})
+                taken = True
+        if not taken:
+            check.add(("augment", section), f"no installed augmenter takes the section {section!r}")
+        for key in rest:
+            check.add(("augment", section, key), f"no augmenter of {section!r} takes {key!r}")
+    normal["augment"] = items
 
 
 def _expand_factory(train: dict, catalog: Catalog) -> None:
