@@ -208,6 +208,11 @@ class Augmenter(Component):
         """Mix a training batch (CutMix/MixUp); targets may become soft (N x classes)."""
         return inputs, targets
 
+    def set_epoch(self, epoch: int, epochs: int) -> None:
+        """Called by the training loop before each epoch (0-based, of ``epochs``) on batch
+        augmenters, so a schedule (progressive patch size or resolution, a curriculum) can
+        change what ``augment_batch`` feeds the model. No-op by default."""
+
 
 class FeatureTransform(Component):
     """A scikit-learn transformer over the table's feature columns (``fit``/``transform``/
@@ -269,6 +274,12 @@ class Model(Component):
 
     def build(self, spec: DataSpec) -> torch.nn.Module:
         raise NotImplementedError
+
+    def evaluate(self, module: torch.nn.Module, table: Table, ctx: StageContext) -> dict[str, float]:
+        """Domain metrics of the trained ``module`` on the held-out ``table`` (e.g. sensitivity,
+        false alarms, latency of an exported copy); the runner adds them to the run's metrics
+        with the split's prefix (``test_``). ``ctx.artifacts`` is a folder for files. None by default."""
+        return {}
 
 
 class PrecisionPolicy(Component):

@@ -255,7 +255,9 @@ def check_augmenter_batch(component: ComponentLike) -> None:
     if not cls.per_batch:
         raise CheckSkipped("augmenter works per sample only (per_batch = False)")
     generator = torch.Generator().manual_seed(0)
-    shape = (3, 8, 8) if Modality.IMAGE in cls.modalities or not cls.modalities else (5,)
+    shapes = {Modality.VOLUME: (1, 4, 4, 4), Modality.SERIES: (2, 16)}
+    shape = next((shapes[m] for m in shapes if m in cls.modalities),
+                 (3, 8, 8) if Modality.IMAGE in cls.modalities or not cls.modalities else (5,))
     inputs, targets = torch.rand(8, *shape, generator=generator), torch.arange(8) % 2
     new_inputs, new_targets = _build(component).augment_batch(inputs, targets, generator)
     assert tuple(new_inputs.shape) == tuple(inputs.shape), "augment_batch must keep the inputs' shape"

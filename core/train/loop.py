@@ -243,6 +243,8 @@ def _train(job, cfg, base, spec, device, dist, classification, x_train, y_train,
     t_train = time.perf_counter()
 
     for epoch in range(pos.epoch, cfg.epochs):
+        for aug in augmenters:
+            aug.set_epoch(epoch, cfg.epochs)
         order = torch.from_numpy(np.asarray(parallel.shard(len(job.train), epoch, job.seed), dtype=np.int64))
         order = order.to(x_train.device)
         first_mb = pos.micro_batch if epoch == pos.epoch else 0
