@@ -16,6 +16,7 @@ convert; x86/fbgemm kernels). ``evaluate`` (called by the core on the held-out s
 from __future__ import annotations
 
 import time
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -71,11 +72,13 @@ def quantize_int8(module: torch.nn.Module, calibration: torch.Tensor) -> torch.n
     int8.fuse()
     torch.backends.quantized.engine = "x86" if "x86" in torch.backends.quantized.supported_engines else "fbgemm"
     int8.qconfig = q.get_default_qconfig(torch.backends.quantized.engine)
-    q.prepare(int8, inplace=True)
-    with torch.no_grad():
-        for start in range(0, len(calibration), 64):
-            int8(calibration[start:start + 64])
-    return q.convert(int8, inplace=False)
+    with warnings.catch_warnings():  # eager-mode quantisation is deprecated upstream, still the CPU path here
+        warnings.simplefilter("ignore")
+        q.prepare(int8, inplace=True)
+        with torch.no_grad():
+            for start in range(0, len(calibration), 64):
+                int8(calibration[start:start + 64])
+        return q.convert(int8, inplace=False)
 
 
 def latency(module: Any, sample: torch.Tensor, warmup: int = 5, repeats: int = 50) -> dict[str, float]:

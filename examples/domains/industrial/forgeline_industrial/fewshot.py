@@ -69,7 +69,7 @@ class ProtoNet:
             opt.zero_grad()
             loss.backward()
             opt.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
         return losses
 
     def accuracy(self, x: torch.Tensor, labels: np.ndarray, *, n_way: int, k_shot: int, n_query: int = 5,
