@@ -231,6 +231,11 @@ class Augmenter(Component):
         ``section`` named, and the keys it left; None when the section is not for it."""
         return None
 
+    def set_epoch(self, epoch: int, epochs: int) -> None:
+        """Called by the training loop before each epoch (0-based, of ``epochs``) on the
+        augmenters acting inside training, so a schedule (progressive patch size or resolution, a curriculum) can
+        change what ``augment_batch`` feeds the model. No-op by default."""
+
 
 class FeatureTransform(Component):
     """A scikit-learn transformer over the table's feature columns (``fit``/``transform``/
@@ -319,6 +324,12 @@ class Model(Component):
 
     def metrics(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
         """Extra validation metrics over a whole split (names without the ``val_`` prefix)."""
+        return {}
+
+    def evaluate(self, module: torch.nn.Module, table: Table, ctx: StageContext) -> dict[str, float]:
+        """Domain metrics of the trained ``module`` on the held-out ``table`` (e.g. sensitivity,
+        false alarms, latency of an exported copy); the runner adds them to the run's metrics
+        with the split's prefix (``test_``). ``ctx.artifacts`` is a folder for files. None by default."""
         return {}
 
 

@@ -433,6 +433,10 @@ class Runner:
             metrics = dict(result.metrics)
             if splits.test is not None and splits.valid is not None:  # else the test split was the validation
                 metrics.update(evaluate_table(result.module, job, splits.test, "test_"))
+            held_out = splits.test if splits.test is not None else splits.valid
+            if held_out is not None:  # the model's own domain metrics (Model.evaluate)
+                extra = job.model.evaluate(result.module, held_out, self._ctx("evaluate"))
+                metrics.update({f"test_{k}": v for k, v in (extra or {}).items()})
             self.folder.manifest["metrics"].update(metrics)
             report.update(result.report)
             report.update(steps=result.steps, metrics=metrics)

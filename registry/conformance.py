@@ -255,7 +255,9 @@ def check_augmenter_batch(component: ComponentLike) -> None:
     if not cls.per_batch:
         raise CheckSkipped("augmenter works per sample only (per_batch = False)")
     generator = torch.Generator().manual_seed(0)
-    shape = (3, 8, 8) if Modality.IMAGE in cls.modalities or not cls.modalities else (5,)
+    shapes = {Modality.VOLUME: (1, 4, 4, 4), Modality.SERIES: (2, 16)}
+    shape = next((shapes[m] for m in shapes if m in cls.modalities),
+                 (3, 8, 8) if Modality.IMAGE in cls.modalities or not cls.modalities else (5,))
     spec = DataSpec(task="classification", n_outputs=2, input_shape=shape, input_shapes={"x": shape})
     batch = {"x": torch.rand(8, *shape, generator=generator), "target": torch.arange(8) % 2}
     out = _build(component).augment_batch(dict(batch), generator, spec)

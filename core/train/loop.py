@@ -247,6 +247,8 @@ class Trainer:
         started = time.perf_counter()
         for number in range(self.position.epoch, self.cfg.epochs):
             resumed = number == self.position.epoch
+            for aug in self.job.augmenters:  # schedules over epochs (progressive resolution, ...)
+                aug.set_epoch(number, self.cfg.epochs)
             epoch = Epoch(number, self.resumed_loss if resumed else (0.0, 0))
             self.train_epoch(epoch, self.position.micro_batch if resumed else 0)
             self.end_epoch(epoch)
