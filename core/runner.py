@@ -416,7 +416,7 @@ class Runner:
                 del transform.context
             splits = splits.map(lambda name, t: _transformed(t, transform))
             after = list(splits.train.X.columns)
-            report.update(features_in=len(before), features_out=len(after), **transform.report())
+            report.update({"features_in": len(before), "features_out": len(after), **transform.report()})
             report["state"] = self.folder.save_stage(f"{stage_id}-{transform.name}", transform)
             fitted.append((stage_id, transform))
         return splits

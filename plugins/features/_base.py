@@ -25,16 +25,22 @@ if TYPE_CHECKING:  # pragma: no cover
 SCORABLE = (Modality.NUMERIC, Modality.CATEGORICAL)
 
 
+class FeatureInputError(InputError, ValueError):
+    """Bad input to a feature transform: an ``InputError`` for forgeline (one line, exit 2) and a
+    ``ValueError`` for scikit-learn tooling, which expects that type for bad input."""
+
+
 def as_frame(X: Any) -> pd.DataFrame:
-    """``X`` as a DataFrame; array-likes are validated by sklearn's ``check_array`` (its usual
-    ValueErrors for empty, 1-D or complex input) and named ``x0, x1, ...`` like sklearn does."""
+    """``X`` as a DataFrame; array-likes must be numeric and are validated by sklearn's
+    ``check_array`` (its usual ValueErrors for empty, 1-D or complex input) and named
+    ``x0, x1, ...`` like sklearn does. Categorical or text columns come as a DataFrame."""
     import pandas as pd
 
     if isinstance(X, pd.DataFrame):
         return X
     from sklearn.utils import check_array
 
-    array = check_array(X, dtype=None, ensure_all_finite="allow-nan")
+    array = check_array(X, dtype="numeric", ensure_all_finite="allow-nan")
     return pd.DataFrame(array, columns=[f"x{i}" for i in range(array.shape[1])])
 
 
@@ -47,7 +53,8 @@ def task_of(y: Any) -> str:
         return "classification"
     if kind == "continuous":
         return "regression"
-    raise InputError(f"the target has an unsupported form ({kind}); a single column of classes or numbers is needed")
+    raise FeatureInputError(f"Unknown label type: the target is {kind}; a single column of classes or numbers "
+                            f"is needed")
 
 
 def numeric_matrix(frame: pd.DataFrame, columns: list[str], stage: str) -> np.ndarray:
@@ -57,7 +64,7 @@ def numeric_matrix(frame: pd.DataFrame, columns: list[str], stage: str) -> np.nd
     for col in columns:
         s = frame[col]
         if not (pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s)):
-            raise InputError(f"{stage}: column {col!r} has dtype {s.dtype}; only numeric columns can be used "
+            raise FeatureInputError(f"{stage}: column {col!r} has dtype {s.dtype}; only numeric columns can be used "
                              f"(choose numeric columns with 'group'/'columns', or encode it first)")
     return frame[columns].to_numpy(dtype=np.float64, na_value=np.nan)
 
@@ -65,7 +72,7 @@ def numeric_matrix(frame: pd.DataFrame, columns: list[str], stage: str) -> np.nd
 def check_count(stage: str, field: str, k: int, n: int, what: str = "features") -> None:
     """A requested count must fit in what there is."""
     if k > n:
-        raise InputError(f"{stage}: {field}={k} is larger than the {n} {what} there are; use at most {n}")
+        raise FeatureInputError(f"{stage}: {field}={k} is larger than the {n} {what} there are; use at most {n}")
 
 
 class FeatureStep(FeatureTransform):
@@ -79,9 +86,10 @@ class FeatureStep(FeatureTransform):
     def fit(self, X: Any, y: Any = None, schema: Schema | None = None) -> FeatureStep:
         X = as_frame(X)
         if len(X) == 0:
-            raise InputError(f"{self.name}: the training data is empty (0 rows); it needs rows to fit")
+            raise FeatureInputError(f"{self.name}: the training data is empty (0 rows); it needs rows to fit")
         if self.supervised and y is None:
-            raise InputError(f"{self.name}: needs the target to fit (set data.target)")
+            raise FeatureInputError(f"{self.name} requires y to be passed, but the target y is None "
+                                    f"(set data.target)")
         if y is not None:
             y = np.asarray(y)
             if len(y) != len(X):
@@ -103,7 +111,7 @@ class FeatureStep(FeatureTransform):
                              f"{self.n_features_in_} features as input.")
         missing = [c for c in self.needed_columns_ if c not in X.columns]
         if missing:
-            raise InputError(f"{self.name}: columns {missing} were fitted on but are not in this data")
+            raise FeatureInputError(f"{self.name}: columns {missing} were fitted on but are not in this data")
         out = self._transform(X)
         return out[self.features_out_] if list(out.columns) != self.features_out_ else out
 
@@ -191,7 +199,7 @@ class SelectingStep(FeatureStep):
         names = [c.name for c in schema.columns]
         scored = [c.name for c in schema.columns if c.modality in mods]
         if not scored:
-            raise InputError(f"{self.name}: no feature column can be scored (needs {', '.join(sorted(mods))} "
+            raise FeatureInputError(f"{self.name}: no feature column can be scored (needs {', '.join(sorted(mods))} "
                              f"columns; features: {names[:12]})")
         return scored, [n for n in names if n not in set(scored)]
 

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import Field
 
-from forgeline.core import InputError, Modality, Params, Schema, StageContext
+from forgeline.core import Modality, Params, Schema, StageContext
 
-from ._base import FeatureStep, numeric_matrix, task_of
+from ._base import FeatureInputError, FeatureStep, numeric_matrix, task_of
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -58,7 +58,7 @@ class Cross(FeatureStep):
         pool = names if p.columns is None else p.columns
         unknown = [c for c in pool if c not in names]
         if unknown:
-            raise InputError(f"{self.name}: columns {unknown} are not features (features: {names[:12]})")
+            raise FeatureInputError(f"{self.name}: columns {unknown} are not features (features: {names[:12]})")
         num = [c for c in pool if schema[c].modality == Modality.NUMERIC]
         cat = [c for c in pool if schema[c].modality == Modality.CATEGORICAL]
         seed = self._seed(ctx)
@@ -108,7 +108,7 @@ class Cross(FeatureStep):
         added = [self._name(a, b) for kind, a, b, _ in chosen if self._name(a, b) not in dropped]
         clash = set(kept) & set(added)
         if clash:
-            raise InputError(f"{self.name}: cross names {sorted(clash)} are already columns; set another 'separator'")
+            raise FeatureInputError(f"{self.name}: cross names {sorted(clash)} are already columns; set another 'separator'")
         self.features_out_ = kept + added
         self.modalities_out_ = [str(schema[c].modality) for c in kept] + [
             str(Modality.CATEGORICAL if n in self.crosses_ else Modality.NUMERIC) for n in added]
@@ -152,7 +152,9 @@ def _codes(s: pd.Series, levels: list[str]) -> np.ndarray:
     """Codes of ``s`` among ``levels`` (-1: missing or unseen)."""
     import pandas as pd
 
-    return pd.Categorical(s.astype(str).where(s.notna()), categories=levels).codes.astype(np.int64)
+    codes = pd.Index(levels).get_indexer(s.astype(str).to_numpy(dtype=object)).astype(np.int64)
+    codes[s.isna().to_numpy()] = -1
+    return codes
 
 
 def _combine(a: np.ndarray, b: np.ndarray, n_b: int) -> np.ndarray:

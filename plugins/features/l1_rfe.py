@@ -16,7 +16,7 @@ from pydantic import Field
 
 from forgeline.core import Modality, Params, Schema, StageContext
 
-from ._base import SelectingStep, check_count, numeric_matrix, task_of
+from ._base import FeatureInputError, SelectingStep, check_count, numeric_matrix, task_of
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -25,8 +25,9 @@ if TYPE_CHECKING:  # pragma: no cover
 class L1RfeParams(Params):
     C: float = Field(0.1, gt=0, description="inverse L1 strength of the logistic regression (classification)")
     alpha: float = Field(0.01, gt=0, description="L1 strength of the Lasso (regression)")
-    solver: Literal["liblinear", "saga"] = Field("liblinear", description="logistic-regression solver "
-                                                 "(both support the L1 penalty; saga scales to more rows)")
+    solver: Literal["auto", "liblinear", "saga"] = Field(
+        "auto", description="logistic-regression solver with an L1 penalty (auto: liblinear for two classes, "
+        "saga for more, which liblinear cannot fit)")
     step: int | float = Field(1, gt=0, description="features removed per round: an int, or a share (< 1) "
                               "of the remaining ones")
     cv: int = Field(5, ge=2, description="cross-validation folds for choosing how many features to keep")
@@ -52,9 +53,9 @@ class L1Rfe(SelectingStep):
 
         p = self.params
         scored, passed = self._split_scorable(schema, [Modality.NUMERIC])
-        check_count(self.name, "min_features", p.min_features, len(scored), "numeric features")
+        check_count(self.name, "min_features", p.min_features, len(scored), "numeric feature(s)")
         self.task_ = task_of(y)
-        self.rfecv_ = RFECV(l1_pipeline(p, self.task_), step=p.step, min_features_to_select=p.min_features,
+        self.rfecv_ = RFECV(l1_pipeline(p, self.task_, len(np.unique(y))), step=p.step, min_features_to_select=p.min_features,
                             cv=_folds(p, self.task_, self._seed(ctx)), scoring=p.scoring or _scoring(y, self.task_),
                             importance_getter="named_steps.model.coef_")
         self.rfecv_.fit(numeric_matrix(X, scored, self.name), y)
@@ -70,7 +71,7 @@ class L1Rfe(SelectingStep):
                                            for n, s in zip(res["n_features"], res["mean_test_score"])}}
 
 
-def l1_pipeline(p: L1RfeParams, task: str) -> Any:
+def l1_pipeline(p: L1RfeParams, task: str, n_classes: int = 2) -> Any:
     """median fill -> standardise -> L1 model (the estimator RFECV refits each round)."""
     from sklearn.impute import SimpleImputer
     from sklearn.linear_model import Lasso, LogisticRegression
@@ -78,8 +79,9 @@ def l1_pipeline(p: L1RfeParams, task: str) -> Any:
     from sklearn.preprocessing import StandardScaler
 
     if task == "classification":
-        model = LogisticRegression(l1_ratio=1.0, C=p.C, solver=p.solver, max_iter=p.max_iter) \
-            if _has_l1_ratio_api() else LogisticRegression(penalty="l1", C=p.C, solver=p.solver, max_iter=p.max_iter)
+        solver = p.solver if p.solver != "auto" else ("liblinear" if n_classes == 2 else "saga")
+        l1 = {"l1_ratio": 1.0} if _has_l1_ratio_api() else {"penalty": "l1"}
+        model = LogisticRegression(**l1, C=p.C, solver=solver, max_iter=p.max_iter)
     else:
         model = Lasso(alpha=p.alpha, max_iter=p.max_iter)
     return Pipeline([("impute", SimpleImputer(strategy="median", keep_empty_features=True)),

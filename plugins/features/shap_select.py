@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from forgeline.core import InputError, Modality, Params, Schema, StageContext
+from forgeline.core import Modality, Params, Schema, StageContext
 
-from ._base import SelectingStep, check_count, task_of
+from ._base import FeatureInputError, SelectingStep, check_count, task_of
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -61,13 +61,13 @@ class ShapSelect(SelectingStep):
         p = self.params
         scored, passed = self._split_scorable(schema)
         if isinstance(p.keep, int) and p.cumulative is None:
-            check_count(self.name, "keep", p.keep, len(scored), "scorable features")
+            check_count(self.name, "keep", p.keep, len(scored), "scorable feature(s)")
         explainer = p.explainer if p.explainer != "auto" else ("linear" if p.model == "linear" else "tree")
         if explainer == "tree" and p.model not in TREE_MODELS:
-            raise InputError(f"{self.name}: explainer 'tree' needs a tree model ({', '.join(TREE_MODELS)}), "
+            raise FeatureInputError(f"{self.name}: explainer 'tree' needs a tree model ({', '.join(TREE_MODELS)}), "
                              f"got model {p.model!r}")
         if explainer == "linear" and p.model != "linear":
-            raise InputError(f"{self.name}: explainer 'linear' needs model 'linear', got {p.model!r}")
+            raise FeatureInputError(f"{self.name}: explainer 'linear' needs model 'linear', got {p.model!r}")
         seed = self._seed(ctx)
         self.task_ = task_of(y)
         self.categories_ = {c: _levels(X[c]) for c in scored if schema[c].modality == Modality.CATEGORICAL}
@@ -108,8 +108,8 @@ class ShapSelect(SelectingStep):
         out = np.empty((len(X), len(columns)), dtype=np.float64)
         for j, c in enumerate(columns):
             if c in self.categories_:
-                codes = pd.Categorical(X[c].astype(str).where(X[c].notna()), categories=self.categories_[c]).codes
-                out[:, j] = np.where(codes >= 0, codes, np.nan)
+                codes = pd.Index(self.categories_[c]).get_indexer(X[c].astype(str).to_numpy(dtype=object))
+                out[:, j] = np.where((codes >= 0) & X[c].notna().to_numpy(), codes, np.nan)
             else:
                 out[:, j] = X[c].to_numpy(dtype=np.float64, na_value=np.nan)
         return out

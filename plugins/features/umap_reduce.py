@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import Field
 
-from forgeline.core import InputError, Modality, Params, Schema, StageContext
+from forgeline.core import Modality, Params, Schema, StageContext
 
-from ._base import FeatureStep, check_count, numeric_matrix
+from ._base import FeatureInputError, FeatureStep, check_count, numeric_matrix
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -42,22 +42,23 @@ class Umap(FeatureStep):
     modalities = frozenset({Modality.NUMERIC})
 
     def _fit(self, X: pd.DataFrame, y: np.ndarray | None, schema: Schema, ctx: StageContext) -> None:
-        import umap
-
         p = self.params
         group = resolve_group(self.name, p.group, schema)
         values = numeric_matrix(X, group, self.name)
-        check_count(self.name, "n_components", p.n_components, len(group), "features in the group")
+        check_count(self.name, "n_components", p.n_components, len(group), "feature(s) in the group")
         self.medians_ = _medians(values, group, self.name) if p.impute else np.full(len(group), np.nan)
         values = self._filled(values, group)
+        import umap  # after the input checks: a bad group fails fast, without umap's import time
+
         self.umap_ = umap.UMAP(n_components=p.n_components, n_neighbors=min(p.n_neighbors, max(2, len(X) - 1)),
-                               min_dist=p.min_dist, metric=p.metric, random_state=self._seed(ctx)).fit(values)
+                               min_dist=p.min_dist, metric=p.metric, random_state=self._seed(ctx),
+                               n_jobs=1).fit(values)  # a seed means one thread anyway
         self.group_ = group
         names = [f"{p.prefix}{i}" for i in range(p.n_components)]
         others = [str(c) for c in X.columns if str(c) not in set(group)] if p.keep_others else []
         clash = set(others) & set(names)
         if clash:
-            raise InputError(f"{self.name}: output columns {sorted(clash)} already exist; set another 'prefix'")
+            raise FeatureInputError(f"{self.name}: output columns {sorted(clash)} already exist; set another 'prefix'")
         self.features_out_ = others + names
         self.modalities_out_ = [str(schema[c].modality) for c in others] + [str(Modality.NUMERIC)] * len(names)
         self.needed_columns_ = others + group
@@ -78,7 +79,7 @@ class Umap(FeatureStep):
             return values
         if not self.params.impute:
             col = group[int(np.flatnonzero(missing.any(axis=0))[0])]
-            raise InputError(f"{self.name}: column {col!r} has missing values; impute them first "
+            raise FeatureInputError(f"{self.name}: column {col!r} has missing values; impute them first "
                              f"(e.g. an impute cleaner) or set impute: true")
         return np.where(missing, self.medians_, values)
 
@@ -94,16 +95,18 @@ def resolve_group(stage: str, group: list[str] | str | None, schema: Schema) -> 
     if group is None:
         return names
     if isinstance(group, list):
+        if not group:
+            raise FeatureInputError(f"{stage}: the group is an empty list; name at least one column")
         unknown = [c for c in group if c not in names]
         if unknown:
-            raise InputError(f"{stage}: group columns {unknown} are not features (features: {names[:12]})")
+            raise FeatureInputError(f"{stage}: group columns {unknown} are not features (features: {names[:12]})")
         return list(group)
     if group in set(Modality):
         columns = [c.name for c in schema.columns if c.modality == group]
     else:
         columns = [n for n in names if n.startswith(group)]
     if not columns:
-        raise InputError(f"{stage}: unknown feature group {group!r}: no feature has that modality or name "
+        raise FeatureInputError(f"{stage}: unknown feature group {group!r}: no feature has that modality or name "
                          f"prefix (modalities: {sorted(set(str(c.modality) for c in schema.columns))}, "
                          f"features: {names[:12]})")
     return columns
@@ -113,5 +116,5 @@ def _medians(values: np.ndarray, group: list[str], stage: str) -> np.ndarray:
     observed = ~np.isnan(values)
     empty = [c for c, seen in zip(group, observed.any(axis=0)) if not seen]
     if empty:
-        raise InputError(f"{stage}: columns {empty} have no values in the training data; drop them from the group")
+        raise FeatureInputError(f"{stage}: columns {empty} have no values in the training data; drop them from the group")
     return np.nanmedian(values, axis=0) if len(values) else np.zeros(len(group))
