@@ -129,7 +129,7 @@ def test_cross_is_vectorised_enough_for_many_pairs():
     ({"cumulative": 0.5}, None),
     ({"keep": 2, "model": "random-forest"}, ["a", "b"]),
     ({"keep": 2, "model": "linear"}, ["a", "b"]),
-    ({"keep": 2, "explainer": "permutation", "background": 40}, ["a", "b"]),
+    ({"keep": 2, "model": "linear", "explainer": "permutation", "background": 30}, ["a", "b"]),
 ])
 def test_shap_select_keeps_the_informative_features(params, expected):
     X, y = informative(400)
