@@ -11,6 +11,7 @@ invariant (rows in = rows kept + rows quarantined). Only rank 0 writes the run f
 
 from __future__ import annotations
 
+import inspect
 import sys
 import time
 import traceback
@@ -102,7 +103,10 @@ def _transformed(table: Table, transform: FeatureTransform) -> Table:
     keep = [c for c in table.frame.columns if c not in table.X.columns]
     frame = table.frame[keep].join(out)
     old = {c.name: c for c in table.schema.columns}
-    specs = [old[c] for c in keep] + [old.get(c, ColumnSpec(c, Role.FEATURE, Modality.NUMERIC)) for c in out.columns]
+    # the transform's own specs of its outputs (e.g. a cross makes categoricals), where it gives them
+    given = {c.name: c for c in transform.output_schema().columns} if hasattr(transform, "output_schema") else {}
+    specs = [old[c] for c in keep] + [given.get(c) or old.get(c, ColumnSpec(c, Role.FEATURE, Modality.NUMERIC))
+                                      for c in out.columns]
     arrays_specs = [c for c in table.schema.columns if c.name in table.arrays]
     return table.with_frame(frame, Schema(tuple(specs + arrays_specs)))
 
@@ -400,10 +404,19 @@ class Runner:
         transform: FeatureTransform = res.build()
         with self._stage(stage_id, res, res.entry.name, transform) as report:
             before = list(splits.train.X.columns)
-            transform.fit(splits.train.X, splits.train.y)
+            train = splits.train
+            schema = Schema(tuple(train.schema[c] for c in train.X.columns))
+            # contract 3: fit sees the schema of X (transforms whose fit takes no schema get none);
+            # contract 1: the stage's context is bound while fitting, then unbound (it holds the recorder)
+            takes_schema = "schema" in inspect.signature(transform.fit).parameters
+            transform.context = self._ctx(stage_id)
+            try:
+                transform.fit(train.X, train.y, **({"schema": schema} if takes_schema else {}))
+            finally:
+                del transform.context
             splits = splits.map(lambda name, t: _transformed(t, transform))
             after = list(splits.train.X.columns)
-            report.update(features_in=len(before), features_out=len(after), **transform.report())
+            report.update({"features_in": len(before), "features_out": len(after), **transform.report()})
             report["state"] = self.folder.save_stage(f"{stage_id}-{transform.name}", transform)
             fitted.append((stage_id, transform))
         return splits
