@@ -437,6 +437,10 @@ class Tuner(Component):
     def ask(self) -> dict[str, Any]:
         raise NotImplementedError
 
+    def ask_batch(self, n: int) -> list[dict[str, Any]]:
+        """``n`` points to try at once (``parallel: n``); tuners that can, make them differ."""
+        return [self.ask() for _ in range(n)]
+
     def tell(self, values: Mapping[str, Any], score: float) -> None:
         raise NotImplementedError
 
