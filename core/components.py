@@ -447,14 +447,20 @@ class Tuner(Component):
 
 @dataclass
 class CompressContext:
-    """What a compressor may use: data, training and evaluation of the current model."""
+    """What a compressor may use: data, training and evaluation of the current model.
+
+    ``fit(model, epochs, loss=None)`` fine-tunes ``model`` with the run's training loop (its
+    optimizer, parallel strategy and logging); ``loss(outputs, targets)``, when given,
+    replaces the task loss. ``batches(n)`` yields ``n`` training ``(inputs, targets)`` pairs
+    (e.g. for gradient-based importance)."""
 
     spec: DataSpec
     example_inputs: Any
-    fit: Callable[[Any, int], Any]  # fit(model, epochs) -> trained model (fine-tuning)
+    fit: Callable[..., Any]  # fit(model, epochs, loss=None) -> trained model (fine-tuning)
     evaluate: Callable[[Any], dict[str, float]]  # evaluate(model) -> validation metrics
     teacher: Any = None  # the model as trained, before any compression
     stage: StageContext = field(default_factory=StageContext)
+    batches: Callable[[int], Any] = lambda n: iter(())
 
 
 class Compressor(Component):

@@ -205,7 +205,7 @@ class Runner:
             run.model = result.module
             if self.plan.compress:
                 from .compression import CompressStage
-                run.model = CompressStage(self).run(result.module, splits, batch_augmenters)
+                run.model = CompressStage(self).run(result.module, run.model_component, splits, batch_augmenters)
         return run
 
     def _stage_tune(self, splits: Splits | None, batch_augmenters: list) -> None:

@@ -233,7 +233,7 @@ def _train(job, cfg, base, spec, device, dist, classification, x_train, y_train,
     non_blocking = device.type == "cuda"
     autocast = (precision.autocast if type(precision).autocast is not PrecisionPolicy.autocast
                 else contextlib.nullcontext)
-    loss_fn = loss_function(classification)
+    loss_fn = getattr(job.model, "train_loss", None) or loss_function(classification)  # compression fine-tunes
     log_every, clip = cfg.log_every, cfg.grad_clip
     advance = job.stage.progress(f"training {cfg.epochs} epoch(s)", cfg.epochs * steps_per_epoch)
     advance(pos.step)
