@@ -10,6 +10,7 @@ built model after :func:`restore`.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
@@ -138,7 +139,7 @@ class Prune(Compressor):
             setattr(holder, child, nn.Identity())
             drops[name] = base - ctx.evaluate(model)[metric]
             setattr(holder, child, block)
-        n = int(round(self.params.ratio * len(candidates)))
+        n = math.ceil(self.params.ratio * len(candidates) - 1e-9)
         self.removed_ = sorted(sorted(drops, key=drops.get)[:n])
         for name in self.removed_:
             parent, _, child = name.rpartition(".")
