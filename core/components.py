@@ -518,20 +518,30 @@ class Tuner(Component):
     def ask(self) -> dict[str, Any]:
         raise NotImplementedError
 
+    def ask_batch(self, n: int) -> list[dict[str, Any]]:
+        """``n`` points to try at once (``parallel: n``); tuners that can, make them differ."""
+        return [self.ask() for _ in range(n)]
+
     def tell(self, values: Mapping[str, Any], score: float) -> None:
         raise NotImplementedError
 
 
 @dataclass
 class CompressContext:
-    """What a compressor may use: data, training and evaluation of the current model."""
+    """What a compressor may use: data, training and evaluation of the current model.
+
+    ``fit(model, epochs, loss=None)`` fine-tunes ``model`` with the run's training loop (its
+    optimizer, parallel strategy and logging); ``loss(outputs, targets)``, when given,
+    replaces the task loss. ``batches(n)`` yields ``n`` training ``(inputs, targets)`` pairs
+    (e.g. for gradient-based importance)."""
 
     spec: DataSpec
     example_inputs: Any
-    fit: Callable[[Any, int], Any]  # fit(model, epochs) -> trained model (fine-tuning)
+    fit: Callable[..., Any]  # fit(model, epochs, loss=None) -> trained model (fine-tuning)
     evaluate: Callable[[Any], dict[str, float]]  # evaluate(model) -> validation metrics
     teacher: Any = None  # the model as trained, before any compression
     stage: StageContext = field(default_factory=StageContext)
+    batches: Callable[[int], Any] = lambda n: iter(())
 
 
 class Compressor(Component):

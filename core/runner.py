@@ -1,7 +1,7 @@
-"""Runs a validated pipeline: data -> clean -> augment -> features -> train.
+"""Runs a validated pipeline: data -> clean -> augment -> features -> [tune] -> train -> [compress].
 
-(``tune`` wraps train and ``compress`` follows it once their built-ins land; until then a
-pipeline that uses them is refused before any work starts.)
+``tune`` (``forgeline.core.tuning``) runs trials before the final training, and ``compress``
+(``forgeline.core.compression``) works on the trained model.
 
 Stage state is fitted on the training split and applied to the others. Every stage is
 announced to the lifecycle hooks, timed, reported into the manifest (rewritten after each
@@ -137,9 +137,6 @@ class Runner:
                  quiet: bool = False, resume: Path | None = None, dist: DistInfo | None = None) -> None:
         from .train import dist_from_env
 
-        later = [s for s in ("tune", "compress") if getattr(plan, s)]
-        if later:
-            raise InputError([Problem(s, "this forgeline version does not run this section yet") for s in later])
         self.plan, self.catalog = plan, catalog
         self.p = plan.pipeline
         self.dist = dist or dist_from_env()
@@ -191,6 +188,9 @@ class Runner:
 
     def _run_stages(self) -> Run:
         fitted: list[tuple[str, Component]] = []
+        from .tuning import tuned_paths_train_only
+        if self.plan.tune is not None and not tuned_paths_train_only(self.plan):
+            self._stage_tune(None, [])  # the searched values change data stages: trials run whole pipelines
         splits = self._stage_data()
         for i, res in enumerate(self.plan.clean):
             splits = self._stage_clean(f"clean.{i}", res, splits, fitted)
@@ -203,9 +203,24 @@ class Runner:
             splits = self._stage_features(f"features.{i}", res, splits, fitted)
         run = Run(self.dir if self.folder.writes else None, self.folder.manifest, splits, self.schema, fitted)
         if self.plan.model is not None:
+            if self.plan.tune is not None and tuned_paths_train_only(self.plan):
+                self._stage_tune(splits, in_training)  # trials share the prepared data
             result, run.model_component = self._stage_train(splits, in_training)
             run.model = result.module
+            if self.plan.compress:
+                from .compression import CompressStage
+                run.model = CompressStage(self).run(result.module, run.model_component, splits, in_training)
         return run
+
+    def _stage_tune(self, splits: Splits | None, batch_augmenters: list) -> None:
+        """Search, then continue with the best values (``forgeline.core.tuning``)."""
+        from .tuning import TuneStage
+
+        res = self.plan.tune
+        with self._stage("tune", res, res.entry.name) as report:
+            self.plan, found = TuneStage(self).run(splits, batch_augmenters)
+            self.p = self.plan.pipeline
+            report.update(found)
 
     # ----------------------------------------------------------------- stage plumbing
 

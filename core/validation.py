@@ -540,9 +540,9 @@ def load_plan(source: str | Path | Mapping[str, Any], catalog: Catalog, override
     device = train.get("device", "auto") if isinstance(train, dict) else None
     if hardware and device in ("auto", "cpu", "cuda") and (precision or parallel):  # a bad device: reported above
         _check_hardware(check, device, precision, parallel, nproc)
-    if tune is not None:
+    if isinstance(normal.get("tune"), dict):  # paths are checked even when a dimension is wrong
         known = [r for r in (dataset, model, precision, parallel, tune, *(x for v in lists.values() for x in v)) if r]
-        _check_space(check, normal, tune, known)
+        _check_space(check, normal, known)
 
     problems += check.problems
     if problems or pipeline is None or dataset is None:
@@ -699,9 +699,10 @@ def _check_hardware(check: _Checker, device_name: str, precision: Resolved | Non
             check.add(path, reason)
 
 
-def _check_space(check: _Checker, normal: dict, tune: Resolved, components: list[Resolved]) -> None:
+def _check_space(check: _Checker, normal: dict, components: list[Resolved]) -> None:
     """Every key of the tuner's search ``space`` must be a pipeline path a trial can ``--set``."""
-    space = tune.params.model_dump().get("space")
+    with_ = normal["tune"].get("with")
+    space = with_.get("space") if isinstance(with_, dict) else None
     if not isinstance(space, Mapping):
         return
     for key in space:
