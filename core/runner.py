@@ -159,6 +159,9 @@ class Runner:
         except BaseException as e:  # interrupted: the stage did not finish
             self._fail(entry, e)
             raise
+        finally:
+            if stage.component is not None:  # the run's context ends with the stage
+                stage.component.bind(None)
         self._succeed(entry, report)
 
     def _succeed(self, entry: dict[str, Any], report: dict[str, Any]) -> None:
