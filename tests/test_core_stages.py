@@ -108,65 +108,69 @@ def test_a_transform_gets_the_schema_and_makes_a_categorical_column(tmp_path):
     assert probe["metric"] == "auc" and 0.5 < probe["before"] <= 1 and 0.5 < probe["after"] <= 1
 
 
+class _Lying(_Cross):
+    """Declares one column fewer than it makes."""
+
+    name = "lying-cross"
+
+    def output_schema(self):
+        return Schema(super().output_schema().columns[:-1])
+
+
 def test_the_kit_checks_a_transform_against_its_output_schema():
-    class Lying(_Cross):
-        """Declares one column fewer than it makes."""
-
-        name = "lying-cross"
-
-        def output_schema(self):
-            return Schema(super().output_schema().columns[:-1])
-
+    check_component(_Cross)
     with pytest.raises(AssertionError, match="check_transform_schema"):
-        check_component(Lying)
+        check_component(_Lying)
 
 
 # ----------------------------------------------------------------------- the kit calls fit_apply
 
 class _Keep(Cleaner):
-    """Keeps every row; remembers the mean of x1."""
+    """Keeps every row; fills x2 with its training mean."""
 
     name = "keep-rows"
 
     def fit(self, table, ctx=None):
-        self.mean_ = float(table.frame["x1"].mean())
+        self.mean_ = float(table.frame["x2"].mean())
         return self
 
     def apply(self, table, ctx=None):
-        kept = table.frame["x1"].fillna(self.mean_)
-        frame = table.frame.assign(x1=kept)
+        kept = table.frame["x2"].fillna(self.mean_)
+        frame = table.frame.assign(x2=kept)
         return CleanResult(table.with_frame(frame), table.frame.iloc[:0].assign(reason=pd.Series(dtype=str)))
 
 
+class _Drifting(_Keep):
+    """fit_apply fits another state than fit does."""
+
+    name = "drifting"
+
+    def fit_apply(self, table, ctx=None):
+        result = self.fit(table, ctx).apply(table, ctx)
+        self.mean_ += 1.0
+        return result
+
+
+class _Losing(_Keep):
+    """fit_apply loses a row."""
+
+    name = "losing"
+
+    def fit_apply(self, table, ctx=None):
+        result = self.fit(table, ctx).apply(table, ctx)
+        return CleanResult(result.table.without(result.table.row_ids[:1]), result.removed)
+
+
 def test_the_kit_checks_fit_apply_fits_what_fit_fits():
-    class Drifting(_Keep):
-        """fit_apply fits another state than fit does."""
-
-        name = "drifting"
-
-        def fit_apply(self, table, ctx=None):
-            result = self.fit(table, ctx).apply(table, ctx)
-            self.mean_ += 1.0
-            return result
-
     assert "check_cleaner_fit_apply_once" in dict(checks_for(_Keep))
     check_component(_Keep)
     with pytest.raises(AssertionError, match="check_cleaner_fit_apply_once.*another state"):
-        check_component(Drifting)
+        check_component(_Drifting)
 
 
 def test_the_kit_checks_fit_apply_keeps_the_accounting():
-    class Losing(_Keep):
-        """fit_apply loses a row."""
-
-        name = "losing"
-
-        def fit_apply(self, table, ctx=None):
-            result = self.fit(table, ctx).apply(table, ctx)
-            return CleanResult(result.table.without(result.table.row_ids[:1]), result.removed)
-
     with pytest.raises(AssertionError, match="check_cleaner_fit_apply_once.*accounting"):
-        check_component(Losing)
+        check_component(_Losing)
 
 
 # ----------------------------------------------------------------------- a context always there
@@ -256,17 +260,9 @@ def test_a_declared_kind_brings_its_checks_to_the_kit(exporter_site):
         names = [name for name, _ in checks_for(demo.CsvExport)]
         assert names[-1] == "check_export" and "check_name" in names
         check_component(demo.CsvExport)
-
-        class Broken(demo.CsvExport):
-            """Returns nothing."""
-
-            name = "broken-export"
-
-            def export(self, model):
-                return None
-
+        demo.CsvExport.export = lambda self, model: None  # a broken exporter now
         with pytest.raises(AssertionError, match="check_export"):
-            check_component(Broken)
+            check_component(demo.CsvExport)
     finally:
         sys.path.remove(str(exporter_site))
         sys.modules.pop("forgeline_exporters_demo", None)

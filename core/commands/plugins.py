@@ -28,6 +28,8 @@ class KindChoice(click.Choice):
         super().__init__([])
 
     def convert(self, value, param, ctx):  # type: ignore[no-untyped-def]
+        if ctx is not None:  # plugins load with the catalog, and a plugin may declare a kind
+            _catalog(ctx.find_root().obj)
         self.choices = [str(s.kind) for s in kinds()]
         return super().convert(value, param, ctx)
 
