@@ -16,8 +16,9 @@ from pydantic import BaseModel
 
 from .catalog import Catalog
 from .components import Kind
-from .pipeline import Data, Pipeline, Train, Use
-from .validation import LIST_SECTIONS, Plan, Resolved, load_plan, plain
+from .kinds import KindSpec, as_kind, kinds
+from .pipeline import Data, Train, Use, pipeline_model
+from .validation import Plan, Resolved, load_plan, plain, section_rank
 
 _INDENT = "  "
 
@@ -106,7 +107,7 @@ def init_yaml(raw: Mapping[str, Any], catalog: Catalog, *, base: Path | None = N
     given_source = str(raw["data"]["source"])
     from_path = given_source != p.data.source  # a path, rewritten to the `file` dataset by validation
     target = p.data.target or plan.dataset.entry.cls.default_target
-    fields = Pipeline.model_fields
+    fields = pipeline_model().model_fields
     out = ["# forgeline pipeline, written by `forgeline init`: every setting at its value, described.",
            "# Check it with `forgeline validate FILE`; `forgeline plugins show NAME` describes a component.",
            f"name: {_flow(p.name)}{_comment(fields['name'].description)}",
@@ -119,18 +120,24 @@ def init_yaml(raw: Mapping[str, Any], catalog: Catalog, *, base: Path | None = N
         "with": _params_lines(dataset, _INDENT, skip=("path",) if from_path else ()),
         "target": [f"{_INDENT}target: {_flow(target)}{_comment(Data.model_fields['target'].description)}"],
     })
-    for section, _ in LIST_SECTIONS[:3]:  # clean, augment, features
-        out += _list_lines(section, getattr(plan, section))
+    top = sorted((s for s in kinds() if s.top_level), key=lambda s: section_rank(s.section))
+    for spec in (s for s in top if s.before_train):
+        out += _kind_lines(spec.section, getattr(plan, spec.plan_attr))
     if p.train is not None:
+        nested = [s.section.partition(".")[2] for s in kinds() if s.section.startswith("train.")]
         out.append("train:")
         out += _section_lines(p.train, _INDENT, {
             key: [f"{_INDENT}{key}:", *_use_lines(getattr(plan, key), _INDENT * 2, _INDENT * 2)]
-            for key in ("model", "precision", "parallel")})
-    if plan.tune is not None:
-        out += ["tune:", *_use_lines(plan.tune, _INDENT, _INDENT)]
-    for section, _ in LIST_SECTIONS[3:]:  # compress, monitor
-        out += _list_lines(section, getattr(plan, section))
+            for key in nested})
+    for spec in (s for s in top if not s.before_train):
+        out += _kind_lines(spec.section, getattr(plan, spec.plan_attr))
     return "\n".join(out) + "\n"
+
+
+def _kind_lines(section: str, value: list[Resolved] | Resolved | None) -> list[str]:
+    if isinstance(value, Resolved):
+        return [f"{section}:", *_use_lines(value, _INDENT, _INDENT)]
+    return _list_lines(section, value or [])
 
 
 def _list_lines(section: str, items: list[Resolved]) -> list[str]:
@@ -168,13 +175,13 @@ def _names(entry) -> list[str]:
 
 def pipeline_schema(catalog: Catalog) -> dict[str, Any]:
     """JSON Schema of the pipeline file, each ``use:`` expanded into the registered components of its kind."""
-    schema = copy.deepcopy(Pipeline.model_json_schema(by_alias=True))
+    schema = copy.deepcopy(pipeline_model().model_json_schema(by_alias=True))
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "forgeline pipeline"
     defs = schema.setdefault("$defs", {})
     generic = defs.get(Use.__name__, {"type": "object"})
 
-    def kind_def(kind: Kind) -> str:
+    def kind_def(kind: Kind | str) -> str:
         """Name of the ``$defs`` entry accepting any registered component of ``kind`` (long or short form)."""
         options: list[dict[str, Any]] = []
         for entry in catalog.of_kind(kind):
@@ -191,14 +198,26 @@ def pipeline_schema(catalog: Catalog) -> dict[str, Any]:
         defs[str(kind)] = {"anyOf": options} if options else generic
         return f"#/$defs/{kind}"
 
-    props = schema["properties"]
-    for section, kind in LIST_SECTIONS:
-        props[section] = {**_keep(props[section]), "type": "array", "items": {"$ref": kind_def(kind)}}
-    props["tune"] = {**_keep(props["tune"]), "anyOf": [{"$ref": kind_def(Kind.TUNER)}, {"type": "null"}]}
-    train = defs[Train.__name__]["properties"]
-    for key, kind in (("model", Kind.MODEL), ("precision", Kind.PRECISION_POLICY),
-                      ("parallel", Kind.PARALLEL_STRATEGY)):
-        train[key] = {**_keep(train[key]), "$ref": kind_def(kind)}
+    props, train = schema["properties"], defs[Train.__name__]["properties"]
+    # lists, then single sections, then train's: the order ``$defs`` has always been written in
+    train_fields = list(Train.model_fields)
+
+    def place(s: KindSpec) -> tuple:
+        leaf = s.section.partition(".")[2]
+        return (not s.top_level, not s.many, section_rank(s.section),
+                train_fields.index(leaf) if leaf in train_fields else 0)
+
+    order = sorted(kinds(), key=place)
+    for spec in order:
+        kind = as_kind(spec.kind)
+        if spec.top_level and spec.many:
+            props[spec.section] = {**_keep(props[spec.section]), "type": "array", "items": {"$ref": kind_def(kind)}}
+        elif spec.top_level:
+            props[spec.section] = {**_keep(props[spec.section]),
+                                   "anyOf": [{"$ref": kind_def(kind)}, {"type": "null"}]}
+        elif spec.section.startswith("train."):
+            key = spec.section.partition(".")[2]
+            train[key] = {**_keep(train[key]), "$ref": kind_def(kind)}
     data = defs[Data.__name__]
     datasets = catalog.of_kind(Kind.DATASET)
     data["properties"]["source"] = {**_keep(data["properties"]["source"]), "anyOf": [

@@ -17,7 +17,7 @@ from .components import Component, Kind
 class Entry:
     """One registered component."""
 
-    kind: Kind
+    kind: Kind | str  # a Kind for the built-in kinds, the declared name for a kind a plugin added
     name: str
     cls: type[Component]
     distribution: str  # the distribution that registered it ("forgeline" for built-ins)
@@ -60,10 +60,10 @@ class Catalog:
     def __iter__(self) -> Iterator[Entry]:
         return iter(self.entries)
 
-    def of_kind(self, kind: Kind) -> list[Entry]:
+    def of_kind(self, kind: Kind | str) -> list[Entry]:
         return [e for e in self.entries if e.kind == kind]
 
-    def get(self, kind: Kind, ref: str) -> Entry:
+    def get(self, kind: Kind | str, ref: str) -> Entry:
         """Resolve ``name`` or ``provider:name`` of ``kind``.
 
         Raises :class:`LookupProblem` for an unknown name (with the closest names) or a name

@@ -1,7 +1,8 @@
 """The ``forgeline`` command line: the composition root.
 
-Only the CLI (through ``commands.Context``) builds the registry (plugin manager + catalog)
-and hands the catalog to the rest of ``core``. Input problems exit 2 with one line each, failed runs exit 1, and no
+The CLI (through ``commands.Context``) and ``core/api.py`` are the composition roots: the
+only modules that build the registry (plugin manager + catalog) and hand the catalog to the
+rest of ``core``. Input problems exit 2 with one line each, failed runs exit 1, and no
 traceback reaches the user (``FORGELINE_DEBUG=1`` shows it).
 """
 

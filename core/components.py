@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from .data import Modality, Table
+from .data import ColumnSpec, Modality, Role, Schema, Table
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -45,37 +45,14 @@ class Kind(StrEnum):
 
     @property
     def hook(self) -> str:
-        return _HOOKS[self]
+        """The registration hook (from the kind table, ``forgeline.core.kinds``)."""
+        from .kinds import spec_of
+        return spec_of(self).hook
 
     @property
     def section(self) -> str:
-        return _SECTIONS[self]
-
-
-_HOOKS = {
-    Kind.CLEANER: "forgeline_cleaners",
-    Kind.AUGMENTER: "forgeline_augmenters",
-    Kind.FEATURE_TRANSFORM: "forgeline_feature_transforms",
-    Kind.PARALLEL_STRATEGY: "forgeline_parallel_strategies",
-    Kind.PRECISION_POLICY: "forgeline_precision_policies",
-    Kind.TUNER: "forgeline_tuners",
-    Kind.COMPRESSOR: "forgeline_compressors",
-    Kind.MODEL: "forgeline_models",
-    Kind.DATASET: "forgeline_datasets",
-    Kind.MONITOR: "forgeline_monitors",
-}
-_SECTIONS = {
-    Kind.CLEANER: "clean",
-    Kind.AUGMENTER: "augment",
-    Kind.FEATURE_TRANSFORM: "features",
-    Kind.PARALLEL_STRATEGY: "train.parallel",
-    Kind.PRECISION_POLICY: "train.precision",
-    Kind.TUNER: "tune",
-    Kind.COMPRESSOR: "compress",
-    Kind.MODEL: "train.model",
-    Kind.DATASET: "data.source",
-    Kind.MONITOR: "monitor",
-}
+        from .kinds import spec_of
+        return spec_of(self).section
 
 
 class Params(BaseModel):
@@ -144,6 +121,32 @@ class Component:
             {**self.params.model_dump(), **params}).model_dump())
         return self
 
+    # ----------------------------------------------------------------- the stage context
+
+    @property
+    def context(self) -> StageContext:
+        """The context of the stage running this component: seed, artifacts folder, logging.
+
+        Always there: the runner binds the stage's context before calling the component;
+        outside a run it is ``StageContext.standalone()``.
+        """
+        return self.__dict__.get("_context") or StageContext.standalone()
+
+    def bind(self, context: StageContext | None) -> Component:
+        """Use ``context`` from now on (the runner calls it; ``None`` goes back to standalone)."""
+        self.__dict__["_context"] = context
+        return self
+
+    def using(self, ctx: StageContext | None) -> StageContext:
+        """``ctx`` when a caller passed one, else :attr:`context` (for methods taking ``ctx=None``)."""
+        return ctx if ctx is not None else self.context
+
+    def __getstate__(self) -> dict[str, Any]:
+        # the context holds the run's monitors and folders: never part of a saved component
+        state = self.__dict__.copy()
+        state.pop("_context", None)
+        return state
+
     def __sklearn_clone__(self) -> Component:
         """An unfitted copy with equal parameters, for ``sklearn.base.clone``.
 
@@ -169,6 +172,24 @@ class CleanResult:
     removed: pd.DataFrame
     flagged: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
     report: dict[str, Any] = field(default_factory=dict)
+
+    def accounting_problem(self, before: Table) -> str | None:
+        """Why this result breaks the row accounting of cleaning ``before``, or None.
+
+        Rows in = rows kept + rows removed, no row id invented, lost or counted twice, and
+        every removed row has a reason. The runner and the conformance kit both check this.
+        """
+        kept, gone = self.table.row_ids, np.asarray(self.removed.index)
+        ids_in = before.row_ids
+        if len(kept) + len(gone) != len(ids_in):
+            return f"{len(ids_in)} rows in, {len(kept)} kept + {len(gone)} removed"
+        if len(np.unique(kept)) != len(kept) or np.intersect1d(kept, gone).size:
+            return "a row id is kept twice, or both kept and removed"
+        if set(kept.tolist()) | set(gone.tolist()) != set(ids_in.tolist()):
+            return "row ids changed (kept + removed are not the input's row ids)"
+        if "reason" not in self.removed.columns or self.removed["reason"].isna().any():
+            return "every removed row needs a 'reason' column value"
+        return None
 
 
 class Cleaner(Component):
@@ -239,22 +260,54 @@ class Augmenter(Component):
 
 class FeatureTransform(Component):
     """A scikit-learn transformer over the table's feature columns (``fit``/``transform``/
-    ``get_feature_names_out``), so it also drops into an sklearn ``Pipeline``."""
+    ``get_feature_names_out``), so it also drops into an sklearn ``Pipeline``.
+
+    ``fit`` receives the :class:`~forgeline.core.data.Schema` of ``X``'s columns (role and
+    modality of each; ``None`` inside a plain sklearn ``Pipeline``: call
+    :meth:`input_schema` to get it inferred), and :meth:`output_schema` says what each output
+    column is, so a transform can produce categorical or text columns, not only numbers.
+    """
 
     kind = Kind.FEATURE_TRANSFORM
 
-    def fit(self, X: pd.DataFrame, y: pd.Series | None = None) -> FeatureTransform:
+    def fit(self, X: pd.DataFrame, y: pd.Series | None = None, schema: Schema | None = None) -> FeatureTransform:
         raise NotImplementedError
 
     def transform(self, X: pd.DataFrame) -> pd.DataFrame:
         """New feature frame with the same index (row ids)."""
         raise NotImplementedError
 
-    def fit_transform(self, X: pd.DataFrame, y: pd.Series | None = None) -> pd.DataFrame:
-        return self.fit(X, y).transform(X)
+    def fit_transform(self, X: pd.DataFrame, y: pd.Series | None = None, schema: Schema | None = None) -> pd.DataFrame:
+        return self.fit(X, y, schema=schema).transform(X)
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         raise NotImplementedError
+
+    def fit_with_schema(self, X: pd.DataFrame, y: pd.Series | None, schema: Schema) -> FeatureTransform:
+        """``fit(X, y, schema=schema)``; transforms written before ``fit`` took the schema get ``fit(X, y)``."""
+        import inspect
+
+        params = inspect.signature(self.fit).parameters
+        if "schema" in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            return self.fit(X, y, schema=schema)
+        return self.fit(X, y)
+
+    def input_schema(self, X: pd.DataFrame, schema: Schema | None = None) -> Schema:
+        """The schema ``fit`` was given (or one inferred from ``X``), kept as ``input_schema_``
+        so that :meth:`output_schema` can keep the specs of the columns passed through."""
+        self.input_schema_ = schema if schema is not None else Schema.infer(X)
+        return self.input_schema_
+
+    def output_schema(self) -> Schema:
+        """The spec of every output column (role FEATURE, a modality), in output order.
+
+        Default: an output named like an input column keeps that column's spec (when ``fit``
+        called :meth:`input_schema`); every other output is a numeric feature. Override it
+        when the transform makes categorical (or other non-numeric) columns.
+        """
+        known = {c.name: c for c in getattr(self, "input_schema_", Schema(())).columns}
+        return Schema(tuple(known.get(str(n)) or ColumnSpec(str(n), Role.FEATURE, Modality.NUMERIC)
+                             for n in self.get_feature_names_out()))
 
     def report(self) -> dict[str, Any]:
         """What the fitted transform did (kept/dropped features, scores) for the run report."""
@@ -614,16 +667,3 @@ class StepInfo:
     stepped: bool
     metrics: Mapping[str, float] = field(default_factory=dict)
 
-
-BASES: dict[Kind, type[Component]] = {
-    Kind.CLEANER: Cleaner,
-    Kind.AUGMENTER: Augmenter,
-    Kind.FEATURE_TRANSFORM: FeatureTransform,
-    Kind.PARALLEL_STRATEGY: ParallelStrategy,
-    Kind.PRECISION_POLICY: PrecisionPolicy,
-    Kind.TUNER: Tuner,
-    Kind.COMPRESSOR: Compressor,
-    Kind.MODEL: Model,
-    Kind.DATASET: Dataset,
-    Kind.MONITOR: Monitor,
-}

@@ -4,9 +4,9 @@
   :class:`~forgeline.core.components.CompressContext`, measures every version (parameters,
   CPU latency, validation score) and exports the final model; returns a
   :class:`CompressResult` whose ``table`` holds one row per version.
-- :class:`CompressStage` — binds the driver to a runner: fine-tuning (``ctx.fit``) is the
-  run's own training loop (optimizer, parallel strategy, logging) on the given module,
-  evaluation is the loop's validation.
+- :func:`compress_run` — the compress stage's work (``forgeline.core.stages.compress``):
+  fine-tuning (``ctx.fit``) is the run's own training loop (optimizer, parallel strategy,
+  logging) on the given module, evaluation is the loop's validation.
 
 Speeds are measured, never counted: each version's median latency over the same batch on the
 CPU (where INT8 kernels run), relative to the original model.
@@ -28,8 +28,8 @@ from .components import CompressContext, DataSpec, Kind, Model
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from .catalog import Entry
     from .components import Compressor
+    from .stages import RunState, StageEnv
 
 
 def latency_ms(model: Any, inputs: torch.Tensor, warmup: int = 3, repeats: int = 15) -> float:
@@ -134,78 +134,62 @@ def format_table(table: list[dict[str, Any]], metric: str) -> str:
     return "\n".join(lines)
 
 
-class CompressStage:
-    """The compress stage bound to a :class:`~forgeline.core.runner.Runner`.
+def compress_run(state: RunState, env: StageEnv) -> tuple[Any, dict[str, Any]]:
+    """The compress stage's work: fine-tuning (``ctx.fit``) is the run's own training loop on
+    the given module (full precision, the run's parallel strategy), evaluation its validation;
+    returns the final (compressed) module and the stage report."""
+    import torch
 
-    Uses from the runner: ``plan`` (``compress``, ``model``, ``pipeline``), ``catalog``,
-    ``folder``, ``record``, ``quiet``, ``task``, ``classes``, ``_stage`` and
-    ``_job(splits, batch_augmenters)``. ``run`` returns the final (compressed) module.
-    """
+    from .errors import InputError
+    from .stages.train import train_job
+    from .train.batches import encode_targets
+    from .train.loop import evaluate_table, fit
 
-    def __init__(self, runner: Any) -> None:
-        self.runner = runner
+    plan, splits, component = env.plan, state.splits, state.model_component
+    fp32 = env.catalog.get(Kind.PRECISION_POLICY, "fp32").cls()  # fine-tunes and scores in full precision
+    job = replace(train_job(plan, state, env, component), precision=fp32, checkpoint_dir=None, resume_from=None)
+    x_valid, x_train = component.inputs(job.valid), component.inputs(splits.train)
+    if not isinstance(x_valid, torch.Tensor):
+        raise InputError(f"compress: model {component.name!r} takes named inputs; the compressors need a "
+                         "model with one input tensor")
+    y_train = encode_targets(splits.train, state.task, state.classes, "train")
+    bs, classification = plan.pipeline.train.batch_size, state.task == "classification"
+    shape = tuple(x_train.shape[1:])
+    spec = DataSpec(task=state.task, n_outputs=len(state.classes) if classification else 1, input_shape=shape,
+                    input_shapes={"x": shape})
+    fine_tunes = [0]
 
-    def run(self, model: Any, component: Model, splits: Any, augmenters: list) -> Any:
-        import torch
+    def fine_tune(m: Any, epochs: int, loss: Callable | None = None) -> Any:
+        fine_tunes[0] += 1
+        tuned = replace(job, config=plan.pipeline.train.model_copy(update={"epochs": epochs}), module=m,
+                        loss=(lambda out, batch: loss(out, batch["target"])) if loss else None,
+                        parallel=plan.parallel.build(), log=lambda rec: env.record({**rec, "fine_tune": fine_tunes[0]}))
+        return fit(tuned).module  # the module, re-wrapped by the run's strategy for the pass, unwrapped
 
-        from .errors import InputError
-        from .train.batches import encode_targets
-        from .train.loop import evaluate_table, fit
+    def batches(n: int) -> Any:
+        order = np.random.default_rng(plan.pipeline.seed).permutation(len(x_train))
+        for i in range(n):
+            idx = order[i * bs:(i + 1) * bs]
+            if len(idx):
+                yield x_train[idx], y_train[idx]
 
-        r = self.runner
-        fp32 = r.catalog.get(Kind.PRECISION_POLICY, "fp32").cls()  # fine-tunes and scores in full precision
-        job = replace(r._job(splits, augmenters), model=component, precision=fp32, checkpoint_dir=None,
-                      resume_from=None)
-        valid = job.valid
-        classification = r.task == "classification"
-        x_valid, x_train = component.inputs(valid), component.inputs(splits.train)
-        if not isinstance(x_valid, torch.Tensor):
-            raise InputError(f"compress: model {component.name!r} takes named inputs; the compressors need a "
-                             "model with one input tensor")
-        y_train = encode_targets(splits.train, r.task, r.classes, "train")
-        bs = r.p.train.batch_size
-        spec = DataSpec(task=r.task, n_outputs=len(r.classes) if classification else 1,
-                        input_shape=tuple(x_train.shape[1:]), input_shapes={"x": tuple(x_train.shape[1:])})
-        fine_tunes = [0]
-
-        def fine_tune(m: Any, epochs: int, loss: Callable | None = None) -> Any:
-            fine_tunes[0] += 1
-            tuned = replace(job, config=r.p.train.model_copy(update={"epochs": epochs}), module=m,
-                            loss=(lambda out, batch: loss(out, batch["target"])) if loss else None,
-                            parallel=r.plan.parallel.build(),
-                            log=lambda rec: r.record({**rec, "fine_tune": fine_tunes[0]}))
-            return fit(tuned).module  # the module, re-wrapped by the run's strategy for the pass, unwrapped
-
-        def score(m: Any) -> dict[str, float]:
-            return evaluate_table(m, job, valid, "val_")
-
-        def batches(n: int) -> Any:
-            order = np.random.default_rng(r.p.seed).permutation(len(x_train))
-            for i in range(n):
-                idx = order[i * bs:(i + 1) * bs]
-                if len(idx):
-                    yield x_train[idx], y_train[idx]
-
-        metric = "val_accuracy" if classification else "val_r2"
-        compressors = [(f"compress.{i}", res.build()) for i, res in enumerate(r.plan.compress)]
-        ctx = CompressContext(spec=spec, example_inputs=x_valid[:bs].cpu(), fit=fine_tune, evaluate=score,
-                              teacher=copy.deepcopy(model).eval(), stage=r._ctx("compress"), batches=batches)
-        res0 = r.plan.compress[0]
-        with r._stage("compress", res0, "+".join(c.name for _, c in compressors)) as report:
-            out = r.folder.sub("model")
-            result = compress_model(model, compressors, ctx, latency_inputs=x_valid[:bs], metric=metric,
-                                    export_path=out / "compressed.ts" if out is not None else None, log=r.record)
-            text = format_table(result.table, metric)
-            if not r.quiet:
-                print(text, file=sys.stderr)
-            folder = r.folder.sub("compress")
-            if folder is not None:
-                folder.mkdir(exist_ok=True)
-                (folder / "table.md").write_text(text + "\n")
-            r.folder.write_json("compress/table.json", result.table)
-            report.update(table=result.table, compressors=result.reports, metric=metric,
-                          exported="model/compressed.ts (torch.jit.load)" if out is not None else None)
-            for stage_id, comp in compressors:
-                state = {k: v for k, v in vars(comp).items() if k.endswith("_") and not k.startswith("_")}
-                r.folder.write_json(f"compress/{stage_id}-{comp.name}.json", state)
-        return result.model
+    metric = "val_accuracy" if classification else "val_r2"
+    context = env.context("compress")
+    compressors = [(f"compress.{i}", res.build().bind(context)) for i, res in enumerate(plan.compress)]
+    ctx = CompressContext(spec=spec, example_inputs=x_valid[:bs].cpu(), fit=fine_tune,
+                          evaluate=lambda m: evaluate_table(m, job, job.valid, "val_"),
+                          teacher=copy.deepcopy(state.model).eval(), stage=context, batches=batches)
+    out = env.folder.sub("model")
+    result = compress_model(state.model, compressors, ctx, latency_inputs=x_valid[:bs], metric=metric,
+                            export_path=out / "compressed.ts" if out is not None else None, log=env.record)
+    text = format_table(result.table, metric)
+    if not env.quiet and env.dist.is_main:
+        print(text, file=sys.stderr)
+    env.folder.write_json("compress/table.json", result.table)
+    if env.folder.writes:
+        (env.folder.sub("compress") / "table.md").write_text(text + "\n")
+    for stage_id, comp in compressors:
+        state_ = {k: v for k, v in vars(comp).items() if k.endswith("_") and not k.startswith("_")}
+        env.folder.write_json(f"compress/{stage_id}-{comp.name}.json", state_)
+    return result.model, {"table": result.table, "compressors": result.reports, "metric": metric,
+                          "exported": "model/compressed.ts (torch.jit.load)" if out is not None else None}

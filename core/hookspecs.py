@@ -1,6 +1,7 @@
 """Every hook forgeline calls, in one place.
 
-Registration hooks (one per component kind) return component classes; *all* results are
+Registration hooks (one per component kind, built from the kind table in
+``forgeline.core.kinds``) return component classes; *all* results are
 collected and each class is checked where the registry calls the hook. Lifecycle hooks
 observe the run; they receive handles (:class:`RunInfo`, :class:`StageInfo`), never data.
 Implement any of them in a plugin module with ``@forgeline.core.hookimpl``; a module's
@@ -10,16 +11,17 @@ hook implementations may be wrappers (``@hookimpl(wrapper=True)`` with ``result 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import pluggy
+
+from .kinds import KindSpec, kinds
 
 if TYPE_CHECKING:  # pragma: no cover
     import click
 
-    from .components import (Augmenter, Cleaner, Compressor, Dataset, FeatureTransform, Model,
-                             Monitor, ParallelStrategy, PrecisionPolicy, RunInfo, StageInfo,
-                             StepInfo, Tuner)
+    from .components import Component, RunInfo, StageInfo, StepInfo
 
 PROJECT = "forgeline"
 _hookspec = pluggy.HookspecMarker(PROJECT)
@@ -28,84 +30,31 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 # --------------------------------------------------------------- registration: all results collected
 
-@_hookspec
-def forgeline_cleaners() -> Sequence[type[Cleaner]]:
-    """Return the cleaner classes this plugin provides (pipeline section ``clean:``).
+def registration_spec(spec: KindSpec) -> Callable[[], Sequence[type[Component]]]:
+    """The registration hookspec of a kind, built from its declaration (``forgeline.core.kinds``).
 
-    Called once when the catalog is built. All plugins' results are collected.
+    Like pytest's ``pytest_addhooks``, a kind declared later (by a plugin) adds its hook the
+    same way: the registry adds these specs for every kind before it loads plugins.
     """
+    def hook() -> Sequence[type[Component]]:
+        pass
+
+    where = f"section ``{spec.section}:``" if spec.top_level else f"``{spec.section}``"
+    hook.__name__ = hook.__qualname__ = spec.hook
+    hook.__module__ = __name__
+    hook.__doc__ = (f"Return the {spec.kind} classes this plugin provides ({where}).\n\n"
+                    f"    Called once when the catalog is built. All plugins' results are collected.\n    ")
+    hook.__annotations__ = {"return": Sequence[type[spec.base]]}
+    return _hookspec(hook)
 
 
-@_hookspec
-def forgeline_augmenters() -> Sequence[type[Augmenter]]:
-    """Return the augmenter classes this plugin provides (section ``augment:``).
-
-    Called once when the catalog is built. All plugins' results are collected.
-    """
+def registration_specs(specs: Iterable[KindSpec]) -> SimpleNamespace:
+    """A namespace of registration hookspecs for ``pm.add_hookspecs``."""
+    return SimpleNamespace(**{s.hook: registration_spec(s) for s in specs})
 
 
-@_hookspec
-def forgeline_feature_transforms() -> Sequence[type[FeatureTransform]]:
-    """Return the feature-transform classes this plugin provides (section ``features:``).
-
-    Called once when the catalog is built. All plugins' results are collected.
-    """
-
-
-@_hookspec
-def forgeline_parallel_strategies() -> Sequence[type[ParallelStrategy]]:
-    """Return the parallel-strategy classes this plugin provides (``train.parallel``).
-
-    Called once when the catalog is built. All plugins' results are collected.
-    """
-
-
-@_hookspec
-def forgeline_precision_policies() -> Sequence[type[PrecisionPolicy]]:
-    """Return the precision-policy classes this plugin provides (``train.precision``).
-
-    Called once when the catalog is built. All plugins' results are collected.
-    """
-
-
-@_hookspec
-def forgeline_tuners() -> Sequence[type[Tuner]]:
-    """Return the tuner classes this plugin provides (section ``tune``).
-
-    Called once when the catalog is built. All plugins' results are collected.
-    """
-
-
-@_hookspec
-def forgeline_compressors() -> Sequence[type[Compressor]]:
-    """Return the compressor classes this plugin provides (section ``compress:``).
-
-    Called once when the catalog is built. All plugins' results are collected.
-    """
-
-
-@_hookspec
-def forgeline_models() -> Sequence[type[Model]]:
-    """Return the model classes this plugin provides (``train.model``).
-
-    Called once when the catalog is built. All plugins' results are collected.
-    """
-
-
-@_hookspec
-def forgeline_datasets() -> Sequence[type[Dataset]]:
-    """Return the dataset classes this plugin provides (``data.source``).
-
-    Called once when the catalog is built. All plugins' results are collected.
-    """
-
-
-@_hookspec
-def forgeline_monitors() -> Sequence[type[Monitor]]:
-    """Return the monitor classes this plugin provides (section ``monitor:``).
-
-    Called once when the catalog is built. All plugins' results are collected.
-    """
+# the built-in kinds' hooks, as module functions (so ``pm.add_hookspecs(hookspecs)`` has them)
+globals().update(vars(registration_specs(kinds())))
 
 
 # --------------------------------------------------------------- lifecycle: observers, results ignored

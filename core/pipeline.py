@@ -1,15 +1,19 @@
 """The pipeline file's model: sections, their fields, defaults and descriptions.
 
-This model checks the *structure* of a pipeline file; each component's own ``with:`` is
+This model checks the *structure* of a pipeline file (its component sections are derived
+from the kind table, ``forgeline.core.kinds``); each component's own ``with:`` is
 checked against that component's ``Params`` by validation (``forgeline.core.validation``),
 which also turns every problem into a ``FILE:LINE: path: message`` line.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+
+from .kinds import KindSpec, kinds
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
@@ -107,30 +111,53 @@ class Train(Section):
         return {"use": v} if isinstance(v, str) else v
 
 
-class Pipeline(Section):
+class PipelineBase(Section):
     """A whole pipeline file."""
 
     name: str = Field(pattern=NAME_PATTERN, description="names the run folder")
     seed: int = Field(0, description="fixes splits, sampling and initialisation")
     data: Data = Field(description="where the rows come from, the target, the splits")
-    clean: list[Use] = Field(default_factory=list, description="cleaners, in order")
-    augment: list[Use] = Field(default_factory=list, description="augmenters, in order (training split only)")
-    features: list[Use] = Field(default_factory=list, description="feature transforms, in order")
-    train: Train | None = Field(None, description="the training loop")
-    tune: Use | None = Field(None, description="a tuner searching pipeline values (train runs inside it)")
-    compress: list[Use] = Field(default_factory=list, description="compressors applied to the trained model")
-    monitor: list[Use] = Field(default_factory=list, description="monitors besides jsonl and console")
 
-    @field_validator("clean", "augment", "features", "compress", "monitor", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _short_items(cls, v: Any) -> Any:
-        # `- robust-scale` is accepted for `- use: robust-scale`
-        return [{"use": i} if isinstance(i, str) else i for i in v] if isinstance(v, list) else v
+    def _short_forms(cls, v: Any) -> Any:
+        # `- robust-scale` is accepted for `- use: robust-scale`, `tune: grid` for `tune: {use: grid}`
+        if not isinstance(v, dict):
+            return v
+        v = dict(v)
+        for spec in kinds():
+            item = v.get(spec.section)
+            if spec.top_level and spec.many and isinstance(item, list):
+                v[spec.section] = [{"use": i} if isinstance(i, str) else i for i in item]
+            elif spec.top_level and isinstance(item, str):
+                v[spec.section] = {"use": item}
+        return v
 
-    @field_validator("tune", mode="before")
-    @classmethod
-    def _short_tune(cls, v: Any) -> Any:
-        return {"use": v} if isinstance(v, str) else v
+
+_TRAIN = (Train | None, Field(None, description="the training loop"))
 
 
+def _kind_field(spec: KindSpec) -> tuple[Any, Any]:
+    if spec.many:
+        return list[Use], Field(default_factory=list, description=spec.description)
+    return Use | None, Field(None, description=spec.description)
+
+
+@functools.cache
+def _model(specs: tuple[KindSpec, ...]) -> type[PipelineBase]:
+    top = [s for s in specs if s.top_level]
+    fields = {s.section: _kind_field(s) for s in top if s.before_train}
+    fields["train"] = _TRAIN
+    fields.update({s.section: _kind_field(s) for s in top if not s.before_train})
+    return create_model("Pipeline", __base__=PipelineBase, __module__=__name__, __doc__=PipelineBase.__doc__,
+                        **fields)
+
+
+def pipeline_model() -> type[PipelineBase]:
+    """The pipeline file's model: fixed sections, plus one section per kind of the kind table
+    (``forgeline.core.kinds``) in its place: lists before ``train:``, the rest after it."""
+    return _model(kinds())
+
+
+Pipeline = pipeline_model()  # the model for the built-in kinds (validation asks pipeline_model())
 SECTIONS = tuple(Pipeline.model_fields)

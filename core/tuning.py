@@ -8,9 +8,10 @@ Three parts with narrow interfaces, so the stage can be moved between runner lay
 - :func:`run_study` — the ask/tell loop: re-tells stored trials to the tuner, asks
   ``parallel`` points at a time, runs each through a ``train(number, values, watch)``
   callable, applies the median rule through :class:`Watch`, and returns a :class:`StudyResult`.
-- :class:`TuneStage` — binds those to a runner: a trial is the training job with the trial's
-  values (data stages shared when every tuned path is under ``train.``), or a whole nested
-  run of the pipeline otherwise; afterwards the runner continues with the best values.
+- :class:`Study` — binds those to a run (``forgeline.core.stages.tune`` runs it as a stage): a
+  trial is the training job with the trial's values (data stages shared when every tuned
+  path is under ``train.``), or a whole nested run of the pipeline otherwise; afterwards the
+  runner continues with the best values.
 
 The median rule reaches into training through the job's existing lifecycle hooks: a trial's
 job gets :class:`TrialHooks`, which forwards every hook and, at ``forgeline_epoch_ended``,
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 if TYPE_CHECKING:  # pragma: no cover
     from .components import Tuner
+    from .stages import RunState, StageEnv
     from .validation import Plan
 
 STORE = "study.sqlite"
@@ -279,38 +281,36 @@ def tuned_paths_train_only(plan: Plan) -> bool:
     return all(str(k).startswith("train.") for k in space)
 
 
-class TuneStage:
-    """The tune stage bound to a :class:`~forgeline.core.runner.Runner`.
+class Study:
+    """A study bound to a run: ``run(state)`` searches, then returns the plan with the best values.
 
-    Uses from the runner: ``plan``, ``catalog``, ``dir``, ``folder``, ``record``, ``hook``,
-    ``dist``, ``resume`` and ``_job(splits, batch_augmenters)`` (the training job of its plan).
-    ``run`` returns the plan with the best values; the runner trains its final model with it.
-    """
+    A trial is the training job with the trial's values, on the data the earlier stages
+    prepared when every tuned path is under ``train.``, or a whole nested run of the pipeline
+    (``tune/trial-NNN``) otherwise."""
 
-    def __init__(self, runner: Any) -> None:
-        self.runner = runner
+    def __init__(self, env: StageEnv, tuner: Tuner) -> None:
+        self.env, self.tuner = env, tuner
 
     def plan_with(self, values: Mapping[str, Any], final: bool = False) -> Plan:
         """The pipeline with ``values`` set (``--set`` semantics), without ``tune:`` (and, for a
         trial, without ``compress:``)."""
         from .validation import load_plan
 
-        r = self.runner
+        plan = self.env.plan
         drop = ("tune",) if final else ("tune", "compress")
-        given = {k: v for k, v in r.plan.given.items() if k not in drop}
-        base = r.plan.file.parent if r.plan.file else None
-        return load_plan(given, r.catalog, [f"{k}={json.dumps(v)}" for k, v in values.items()],
+        given = {k: v for k, v in plan.given.items() if k not in drop}
+        base = plan.file.parent if plan.file else None
+        return load_plan(given, self.env.catalog, [f"{k}={json.dumps(v)}" for k, v in values.items()],
                          base=base, hardware=False)
 
-    def run(self, splits: Any = None, batch_augmenters: list | None = None) -> tuple[Plan, dict[str, Any]]:
-        """Run the study (``splits``: the prepared data to share, or None to run whole pipelines)."""
+    def run(self, state: RunState | None) -> tuple[Plan, dict[str, Any]]:
+        """Run the study (``state``: the prepared data to share, or None to run whole pipelines)."""
         from .train.checkpoint import latest_checkpoint
 
-        r = self.runner
-        tuner = r.plan.tune.build()
-        tuner.seed = r.p.seed
-        tune_dir = r.folder.sub("tune")
-        resuming = r.resume is not None and (r.dir / "tune" / STORE).exists()
+        env, tuner = self.env, self.tuner
+        tuner.seed = env.plan.pipeline.seed
+        tune_dir = env.folder.sub("tune")
+        resuming = env.resume is not None and (env.run.dir / "tune" / STORE).exists()
         store = StudyStore(tune_dir / STORE if tune_dir is not None else None)
         if tune_dir is not None and not resuming:
             store.db.execute("DELETE FROM trials")  # a fresh study in a reused folder
@@ -318,34 +318,33 @@ class TuneStage:
         try:
             def train(number: int, values: dict[str, Any], watch: Watch) -> Mapping[str, float]:
                 plan = self.plan_with(values)
-                log = (lambda rec: r.record({**rec, "trial": number}))
-                watch.log = log
-                if splits is not None:
-                    return self._train_shared(plan, splits, batch_augmenters or [], watch, log)
+                watch.log = lambda rec: env.record({**rec, "trial": number})
+                if state is not None:
+                    return self._train_shared(plan, state, watch)
                 return self._run_nested(plan, number, watch)
 
-            result = run_study(tuner, train, store=store, log=r.record,
+            result = run_study(tuner, train, store=store, log=env.record,
                                plot=tune_dir / "convergence.png" if tune_dir is not None else None)
         finally:
             store.close()
-        if r.resume is not None and latest_checkpoint(r.dir / "checkpoints") is None:
-            r.resume = None  # the study was killed before the final training checkpointed: start it afresh
+        if env.resume is not None and latest_checkpoint(env.run.dir / "checkpoints") is None:
+            env.resume = None  # the study was killed before the final training checkpointed: start it afresh
         return self.plan_with(result.best_values, final=True), result.report
 
-    def _train_shared(self, plan: Plan, splits: Any, augmenters: list, watch: Watch, log: Callable) -> Mapping[str, float]:
+    def _train_shared(self, plan: Plan, state: RunState, watch: Watch) -> Mapping[str, float]:
+        from .stages.train import train_job
         from .train.loop import fit
 
-        r = self.runner
-        job = r._job(splits, augmenters)
-        job = replace(job, config=plan.pipeline.train, model=plan.model.build(), precision=plan.precision.build(),
-                      parallel=plan.parallel.build(), checkpoint_dir=None, resume_from=None,
-                      hooks=TrialHooks(r.hook, watch), log=log)
+        job = train_job(plan, state, self.env, plan.model.build())
+        job = replace(job, checkpoint_dir=None, resume_from=None, hooks=TrialHooks(self.env.hooks, watch),
+                      log=watch.log)
         return fit(job).metrics
 
     def _run_nested(self, plan: Plan, number: int, watch: Watch) -> Mapping[str, float]:
         from .runner import Runner
 
-        r = self.runner
-        nested = Runner(plan, r.catalog, run_dir=r.dir / "tune" / f"trial-{number:03d}", quiet=True, dist=r.dist)
-        nested.hook = TrialHooks(r.hook, watch)
+        env = self.env
+        nested = Runner(plan, env.catalog, run_dir=env.run.dir / "tune" / f"trial-{number:03d}", quiet=True,
+                        dist=env.dist)
+        nested.env.hooks = TrialHooks(env.hooks, watch)
         return nested.run().metrics

@@ -30,15 +30,26 @@ from pydantic import BaseModel, ValidationError
 from .catalog import Catalog, Entry, LookupProblem
 from .components import Component, DistInfo, Kind, Params
 from .errors import InputError, Problem
-from .pipeline import NAME_PATTERN, Pipeline
+from .kinds import KindSpec, as_kind, by_attr, kinds
+from .pipeline import NAME_PATTERN, PipelineBase, pipeline_model
 
 PathT = tuple[str | int, ...]
 
-#: list sections and the kind of component each holds, in run order
-LIST_SECTIONS: tuple[tuple[str, Kind], ...] = (
-    ("clean", Kind.CLEANER), ("augment", Kind.AUGMENTER), ("features", Kind.FEATURE_TRANSFORM),
-    ("compress", Kind.COMPRESSOR), ("monitor", Kind.MONITOR))
-_SECTION_RANK = {name: i for i, name in enumerate(Pipeline.model_fields)}
+
+
+def section_rank(section: str) -> int:
+    """Place of a section (``clean``, ``train.model``, ``data.source``) in the pipeline file."""
+    fields = list(pipeline_model().model_fields)
+    head = section.split(".")[0]
+    return fields.index(head) if head in fields else -1
+
+
+def list_sections() -> tuple[tuple[str, str], ...]:
+    """``(section, kind)`` of every list section, in pipeline order (from the kind table)."""
+    specs = sorted((s for s in kinds() if s.many and s.top_level), key=lambda s: section_rank(s.section))
+    return tuple((s.section, as_kind(s.kind)) for s in specs)
+
+
 _PATH_SUFFIXES = (".csv", ".parquet", ".pq")
 #: ``pkg.mod:callable`` — a model factory named by import path (the ``module`` model's shorthand)
 _FACTORY_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
@@ -69,31 +80,44 @@ class Resolved:
 
 @dataclass
 class Plan:
-    """A validated pipeline: the file's model, what was given, and every resolved component."""
+    """A validated pipeline: the file's model, what was given, and every resolved component.
 
-    pipeline: Pipeline
+    ``parts`` holds each kind's components under its plan attribute (from the kind table):
+    ``plan.clean`` is a list, ``plan.model``/``plan.tune`` one component or None.
+    """
+
+    pipeline: Any  # an instance of ``pipeline_model()``
     given: dict[str, Any]  # as written, overrides applied
     file: Path | None
     dataset: Resolved
-    clean: list[Resolved] = field(default_factory=list)
-    augment: list[Resolved] = field(default_factory=list)
-    features: list[Resolved] = field(default_factory=list)
-    model: Resolved | None = None
-    precision: Resolved | None = None
-    parallel: Resolved | None = None
-    tune: Resolved | None = None
-    compress: list[Resolved] = field(default_factory=list)
-    monitor: list[Resolved] = field(default_factory=list)
+    parts: dict[str, Resolved | list[Resolved] | None] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Any:
+        parts = self.__dict__.get("parts", {})
+        if name in parts:
+            return parts[name]
+        spec = by_attr().get(name)
+        if spec is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return [] if spec.many else None
+
+    def of(self, spec: KindSpec) -> list[Resolved]:
+        """The components of one kind, as a list."""
+        if spec.plan_attr == "dataset":
+            return [self.dataset]
+        value = getattr(self, spec.plan_attr)
+        return list(value) if spec.many else [value] if value is not None else []
+
+    def _in_order(self, specs: Iterable[KindSpec]) -> list[Resolved]:
+        return [r for s in sorted(specs, key=lambda s: section_rank(s.section)) for r in self.of(s)]
 
     def stages(self) -> list[Resolved]:
         """Components that are stages, in run order: data, clean, augment, features, train, tune, compress."""
-        single = [r for r in (self.model, self.tune) if r is not None]
-        return [self.dataset, *self.clean, *self.augment, *self.features, *single, *self.compress]
+        return self._in_order(s for s in kinds() if s.stage)
 
     def components(self) -> list[Resolved]:
         """Every resolved component, stages and the rest (precision, parallel, monitors)."""
-        extra = [r for r in (self.precision, self.parallel) if r is not None]
-        return [*self.stages(), *extra, *self.monitor]
+        return [*self.stages(), *self._in_order(s for s in kinds() if not s.stage)]
 
     def resolved(self) -> dict[str, Any]:
         """The whole pipeline with each component's provider, version and full parameters."""
@@ -102,13 +126,16 @@ class Plan:
         data.pop("with", None)
         data["source"] = self.dataset.as_dict()
         data["target"] = data.get("target") or self.dataset.entry.cls.default_target
-        for section, _ in LIST_SECTIONS:
-            out[section] = [r.as_dict() for r in getattr(self, section)]
-        if out.get("train") is not None:
-            for key in ("model", "precision", "parallel"):
-                out["train"][key] = getattr(self, key).as_dict()
-        if self.tune is not None:
-            out["tune"] = self.tune.as_dict()
+        for spec in kinds():
+            head, _, leaf = spec.section.rpartition(".")
+            value = getattr(self, spec.plan_attr)
+            parent = out if not head else out.get(head)
+            if spec.plan_attr == "dataset" or not isinstance(parent, dict):
+                continue
+            if spec.many:
+                parent[leaf] = [r.as_dict() for r in value]
+            elif value is not None:
+                parent[leaf] = value.as_dict()
         return out
 
 
@@ -372,7 +399,7 @@ def _message(err: Mapping[str, Any], model: type[BaseModel], path: PathT, what: 
         parent = _model_at(model, path[:-1])
         if parent is not None and not parent.model_fields:
             return f"unknown {what}: it takes no parameters" if what.startswith("parameter") else f"unknown {what}"
-        label = "section" if model is Pipeline and len(path) == 1 else what
+        label = "section" if issubclass(model, PipelineBase) and len(path) == 1 else what
         return f"unknown {label}" + (_suggest(str(path[-1]), _field_names(parent)) if parent else "")
     if kind in _TYPE_WORDS:
         return f"expected {_TYPE_WORDS[kind]}{got}"
@@ -515,42 +542,52 @@ def load_plan(source: str | Path | Mapping[str, Any], catalog: Catalog, override
         _expand_factory(train, catalog)
 
     # -- structure (pydantic), every problem at once
-    pipeline = None
+    pipeline, model_cls = None, pipeline_model()
     try:
-        pipeline = Pipeline.model_validate(normal)
+        pipeline = model_cls.model_validate(normal)
     except ValidationError as err:
-        check.problems += _validation_problems(err, Pipeline, normal, (), "field", check.locate)
+        check.problems += _validation_problems(err, model_cls, normal, (), "field", check.locate)
 
-    # -- components of the list sections
-    lists: dict[str, list[Resolved]] = {}
-    for section, kind in LIST_SECTIONS:
-        items = normal.get(section)
-        found = [check.use(kind, item, (section, i)) for i, item in enumerate(items)] if isinstance(items, list) else []
-        lists[section] = [r for r in found if r is not None]  # partial when some failed: no plan is built then
-    model = precision = parallel = None
-    if isinstance(train, dict):
-        model = check.use(Kind.MODEL, train.get("model"), ("train", "model"))
-        precision = check.use(Kind.PRECISION_POLICY, train.get("precision", "fp32"), ("train", "precision"))
-        parallel = check.use(Kind.PARALLEL_STRATEGY, train.get("parallel", "single"), ("train", "parallel"))
-    tune = check.use(Kind.TUNER, normal.get("tune"), ("tune",)) if normal.get("tune") is not None else None
-
+    # -- the components of every kind's section (the kind table says where and how many)
+    parts = _resolve_kinds(check, normal)
+    model, precision, parallel, tune = (parts.get(a) for a in ("model", "precision", "parallel", "tune"))
     if dataset is not None:
         source = given["data"]["source"]
-        _check_data(check, dataset, normal, lists, model, from_path=source != normal["data"]["source"])
+        _check_data(check, dataset, normal, parts, model, from_path=source != normal["data"]["source"])
     device = train.get("device", "auto") if isinstance(train, dict) else None
     if hardware and device in ("auto", "cpu", "cuda") and (precision or parallel):  # a bad device: reported above
         _check_hardware(check, device, precision, parallel, nproc)
     if isinstance(normal.get("tune"), dict):  # paths are checked even when a dimension is wrong
-        known = [r for r in (dataset, model, precision, parallel, tune, *(x for v in lists.values() for x in v)) if r]
+        known = [dataset, *(r for v in parts.values() for r in (v if isinstance(v, list) else [v]) if r)]
         _check_space(check, normal, known)
 
     problems += check.problems
     if problems or pipeline is None or dataset is None:
         # --set problems first (in the order given), then the file's by line (a dict's: by section)
-        problems.sort(key=lambda p: (bool(p.line), p.line or 0, _SECTION_RANK.get(p.path.split(".")[0], -1)))
+        problems.sort(key=lambda p: (bool(p.line), p.line or 0, section_rank(p.path)))
         raise InputError(problems or [Problem("", "invalid pipeline", file)])
-    return Plan(pipeline=pipeline, given=given, file=path, dataset=dataset, model=model,
-                precision=precision, parallel=parallel, tune=tune, **lists)
+    return Plan(pipeline=pipeline, given=given, file=path, dataset=dataset, parts=parts)
+
+
+def _resolve_kinds(check: _Checker, normal: dict) -> dict[str, Any]:
+    """Each kind's components (the dataset apart: its source may be a path), by plan attribute.
+
+    A list keeps only what resolved: when some failed, problems were added and no plan is built.
+    """
+    parts: dict[str, Any] = {}
+    for spec in kinds():
+        if spec.plan_attr == "dataset":
+            continue
+        head, _, leaf = spec.section.rpartition(".")
+        parent = normal.get(head) if head else normal
+        item = parent.get(leaf, spec.default) if isinstance(parent, dict) else None
+        where, kind = tuple(spec.section.split(".")), as_kind(spec.kind)
+        if spec.many:
+            found = [check.use(kind, x, where + (i,)) for i, x in enumerate(item)] if isinstance(item, list) else []
+            parts[spec.plan_attr] = [r for r in found if r is not None]
+        else:
+            parts[spec.plan_attr] = check.use(kind, item, where) if item is not None else None
+    return parts
 
 
 def _resolve_dataset(check: _Checker, normal: dict, folder: Path) -> Resolved | None:
@@ -624,7 +661,7 @@ def _expand_factory(train: dict, catalog: Catalog) -> None:
     train["model"] = {"use": "module", "with": {**(with_ if isinstance(with_, dict) else {}), "factory": ref}}
 
 
-def _check_data(check: _Checker, dataset: Resolved, normal: dict, lists: dict[str, list[Resolved]],
+def _check_data(check: _Checker, dataset: Resolved, normal: dict, parts: dict[str, Any],
                 model: Resolved | None, from_path: bool) -> None:
     """The dataset's own offline checks, its columns, and what later stages accept of its modalities."""
     data = normal["data"]
@@ -665,9 +702,9 @@ def _check_data(check: _Checker, dataset: Resolved, normal: dict, lists: dict[st
     produced |= {o.get("modality") for o in overrides.values()
                  if isinstance(o, dict) and o.get("modality") and o.get("role") in (None, "feature")}
     produced = {str(m) for m in produced}
-    stages = [*lists["clean"], *lists["augment"], *lists["features"]]
+    stages = [r for s in kinds() if s.before_train and s.stage and s.many for r in parts[s.plan_attr]]
     # feature transforms may change modalities (text -> numeric), so a model after them is not checked
-    if model is not None and not lists["features"]:
+    if model is not None and not parts["features"]:
         stages.append(model)
     for stage in stages:
         accepts = {str(m) for m in stage.entry.cls.modalities}
@@ -719,7 +756,7 @@ def pipeline_path_problem(text: str, raw: Mapping[str, Any], components: Iterabl
     """
     by_section = {r.section: r for r in components}
     path = _split_path(text)
-    model: Any = Pipeline
+    model: Any = pipeline_model()
     node: Any = raw
     depth = 0
     while depth < len(path):

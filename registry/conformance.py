@@ -26,9 +26,10 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Union
 import numpy as np
 from pydantic import BaseModel, ValidationError
 
-from ..core.components import (BASES, NAME_RE, CleanResult, CompressContext, Component, DataSpec,
-                               DistInfo, Kind, PrecisionPolicy, RunInfo, StageContext)
-from ..core.data import ARRAY_MODALITIES, Modality, Table
+from ..core.components import (NAME_RE, Cleaner, CleanResult, CompressContext, Component, DataSpec, DistInfo,
+                               PrecisionPolicy, RunInfo, StageContext)
+from ..core.data import ARRAY_MODALITIES, Modality, Schema, Table
+from ..core.kinds import spec_of
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -147,7 +148,7 @@ def check_params_model(component: ComponentLike) -> None:
 
 def check_default_construct(component: ComponentLike) -> None:
     instance = _build(component)
-    assert isinstance(instance, BASES[_cls(component).kind])
+    assert isinstance(instance, spec_of(_cls(component).kind).base)
 
 
 def check_repr(component: ComponentLike) -> None:
@@ -186,21 +187,42 @@ def _clean(component: ComponentLike, seed: int = 0) -> tuple[Component, Table, T
     return cleaner, train, other, cleaner.apply(other, StageContext(seed=seed))
 
 
-def check_cleaner_fit_apply(component: ComponentLike) -> None:
-    _, _, table, result = _clean(component)
-    assert isinstance(result, CleanResult), f"apply returned {type(result).__name__}, not CleanResult"
+def _check_result(result: Any, table: Table) -> None:
+    """A cleaner's result for ``table``: the right types, the row accounting, the target kept."""
+    assert isinstance(result, CleanResult), f"returned {type(result).__name__}, not CleanResult"
     assert isinstance(result.table, Table), "CleanResult.table must be a Table"
-    kept, removed = result.table.row_ids, result.removed.index.to_numpy()
-    assert len(kept) + len(removed) == len(table), (
-        f"{len(kept)} kept + {len(removed)} removed != {len(table)} rows in")
-    assert not np.intersect1d(kept, removed).size, "a row id is both kept and removed"
-    assert set(kept) | set(removed) == set(table.row_ids), "row ids changed (kept + removed != input ids)"
-    assert len(set(kept)) == len(kept), "kept row ids are not unique"
-    assert "reason" in result.removed.columns, "CleanResult.removed needs a 'reason' column"
-    assert result.removed["reason"].notna().all(), "every removed row needs a reason"
+    problem = result.accounting_problem(table)
+    assert problem is None, f"the row accounting does not hold: {problem}"
     assert set(np.asarray(result.flagged).tolist()) <= set(table.row_ids), "flagged holds unknown row ids"
     assert result.table.target == table.target, "the target column changed"
     assert isinstance(result.report, dict), "CleanResult.report must be a dict"
+
+
+def check_cleaner_fit_apply(component: ComponentLike) -> None:
+    """``fit`` on one table, then ``apply`` to another."""
+    _, _, table, result = _clean(component)
+    _check_result(result, table)
+
+
+def check_cleaner_fit_apply_once(component: ComponentLike) -> None:
+    """``fit_apply`` (what the runner calls on the training split) against ``fit`` then ``apply``.
+
+    A cleaner that does not override ``fit_apply`` must give exactly ``fit(t).apply(t)``. One
+    that overrides it (to reuse what fitting computed) may clean the training split its own
+    way (``dedup`` does not call every training row a copy of itself), but it must fit the
+    same state: both fitted cleaners must clean other data identically.
+    """
+    cls = _cls(component)
+    train, other = _table_for(cls), _table_for(cls, first_id=1000, seed=1)
+    once = _build(component)
+    result = once.fit_apply(train, StageContext(seed=0))
+    _check_result(result, train)
+    twice = _build(component).fit(train, StageContext(seed=0))
+    if type(once).fit_apply is Cleaner.fit_apply:
+        a, b = _outcome(result), _outcome(twice.apply(train, StageContext(seed=0)))
+        assert a[0].equals(b[0]) and a[1:] == b[1:], "fit_apply differs from fit then apply"
+    a, b = _outcome(once.apply(other, StageContext(seed=0))), _outcome(twice.apply(other, StageContext(seed=0)))
+    assert a[0].equals(b[0]) and a[1:] == b[1:], "fit_apply fitted another state than fit: other data is cleaned differently"
 
 
 def check_cleaner_no_mutation(component: ComponentLike) -> None:
@@ -288,6 +310,19 @@ def check_transform_fit_transform(component: ComponentLike) -> None:
     names = list(transform.get_feature_names_out())
     assert names == [str(c) for c in out.columns], (
         f"get_feature_names_out() {names[:5]} does not match the output columns {list(out.columns)[:5]}")
+
+
+def check_transform_schema(component: ComponentLike) -> None:
+    """``fit`` takes the schema; ``output_schema`` names every output column as a feature."""
+    X, y = _xy(component)
+    schema = Schema(tuple(c for c in _table_for(_cls(component)).schema.columns if c.name in X.columns))
+    transform = _build(component)
+    out = transform.fit_with_schema(X, y, schema).transform(X)
+    specs = transform.output_schema()
+    assert isinstance(specs, Schema), f"output_schema returned {type(specs).__name__}, not a Schema"
+    assert specs.names() == [str(c) for c in out.columns], (
+        f"output_schema() names {specs.names()[:5]}, the output has {list(out.columns)[:5]}")
+    assert all(c.role.value == "feature" for c in specs.columns), "every output column must be a feature"
 
 
 def check_transform_sklearn(component: ComponentLike) -> None:
@@ -482,27 +517,16 @@ def check_compressor_compress(component: ComponentLike) -> None:
     assert tuple(pred.shape) == (32, 2), f"the compressed model's output shape is {tuple(pred.shape)}"
 
 
-KIND_CHECKS: dict[Kind, list[Check]] = {
-    Kind.CLEANER: [check_cleaner_fit_apply, check_cleaner_no_mutation, check_cleaner_deterministic,
-                   check_cleaner_fitted_pickles],
-    Kind.AUGMENTER: [check_augmenter_augment, check_augmenter_batch],
-    Kind.FEATURE_TRANSFORM: [check_transform_fit_transform, check_transform_sklearn],
-    Kind.DATASET: [check_dataset_load],
-    Kind.MODEL: [check_model_build],
-    Kind.PRECISION_POLICY: [check_precision_step],
-    Kind.PARALLEL_STRATEGY: [check_parallel_single_process],
-    Kind.MONITOR: [check_monitor_log],
-    Kind.TUNER: [check_tuner_ask_tell],
-    Kind.COMPRESSOR: [check_compressor_compress],
-}
-
-
 # --------------------------------------------------------------------------- public API
 
 def checks_for(component: ComponentLike) -> list[tuple[str, Check]]:
     """Every check that applies to ``component``: ``(check_name, check)`` pairs, general ones first."""
     kind = getattr(_cls(component), "kind", None)
-    checks = GENERAL_CHECKS + KIND_CHECKS.get(kind, [])
+    try:
+        own = spec_of(kind).check_functions() if kind is not None else []
+    except LookupError:  # a kind nobody declared: only the general checks apply
+        own = []
+    checks = GENERAL_CHECKS + own
     return [(c.__name__, c) for c in checks]
 
 

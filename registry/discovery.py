@@ -20,7 +20,8 @@ from pydantic import BaseModel
 
 from ..core import hookspecs
 from ..core.catalog import Broken, Catalog, Entry
-from ..core.components import BASES, NAME_RE, Kind
+from ..core.components import NAME_RE, Kind
+from ..core.kinds import KindSpec, as_kind, kinds, spec_of
 from ..core.errors import InputError
 
 GROUP = "forgeline.plugins"
@@ -50,7 +51,21 @@ def make_plugin_manager() -> pluggy.PluginManager:
     """A fresh plugin manager with forgeline's hookspecs and no plugins registered."""
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
+    add_kind_hookspecs(pm)
     return pm
+
+
+def add_kind_hookspecs(pm: pluggy.PluginManager) -> None:
+    """Add the registration hookspec of every declared kind the manager does not have yet
+    (kinds a plugin declared on import: its own hooks must be known before it registers)."""
+    new = [s for s in kinds() if not getattr(pm.hook, s.hook, None) or not getattr(pm.hook, s.hook).has_spec()]
+    if new:
+        pm.add_hookspecs(hookspecs.registration_specs(new))
+
+
+def known_hooks() -> set[str]:
+    """Every hook name forgeline knows: lifecycle and CLI hooks, and each declared kind's."""
+    return {name for name in dir(hookspecs) if name.startswith(HOOK_PREFIX)} | {s.hook for s in kinds()}
 
 
 def disabled_plugins(environ: Any = None) -> set[str]:
@@ -76,7 +91,7 @@ def _misspelled_hooks(plugin: object) -> list[str]:
     ``pm.check_pending`` only sees functions marked with ``@hookimpl``; an unmarked function
     with a hook-like name is just as certainly a mistake, and would otherwise be ignored.
     """
-    known = {name for name in dir(hookspecs) if name.startswith(HOOK_PREFIX)}
+    known = known_hooks()
     owner = getattr(plugin, "__name__", None)
     return sorted(name for name, value in vars(plugin).items()
                   if name.startswith(HOOK_PREFIX) and callable(value) and name not in known
@@ -115,6 +130,7 @@ def load_plugins(pm: pluggy.PluginManager, entry_points: Iterable[metadata.Entry
         except Exception as e:  # noqa: BLE001 - any import failure makes the plugin broken, not the CLI
             collector.fail(source, e)
             continue
+        add_kind_hookspecs(pm)  # the plugin may have declared a kind on import
         misspelled = _misspelled_hooks(plugin)
         if misspelled:
             collector.fail(source, f"UnknownHook: {', '.join(misspelled)} is not a forgeline hook "
@@ -132,13 +148,14 @@ def load_plugins(pm: pluggy.PluginManager, entry_points: Iterable[metadata.Entry
     return sources
 
 
-def component_problem(kind: Kind, cls: Any) -> str | None:
+def component_problem(kind: Kind | str, cls: Any) -> str | None:
     """Why ``cls`` cannot be registered as a ``kind`` (one line), or None when it can."""
-    base = BASES[kind]
+    spec = spec_of(kind)
+    base = spec.base
     if not isinstance(cls, type):
-        return f"{kind.hook} returned {cls!r}, not a class"
+        return f"{spec.hook} returned {cls!r}, not a class"
     if not issubclass(cls, base):
-        return f"{kind.hook} returned {cls.__qualname__}, which is not a subclass of {base.__qualname__}"
+        return f"{spec.hook} returned {cls.__qualname__}, which is not a subclass of {base.__qualname__}"
     name = getattr(cls, "name", None)
     if not isinstance(name, str) or not NAME_RE.match(name):
         return f"{cls.__qualname__}.name {name!r} is not a kebab-case name like 'drop-missing-target'"
@@ -153,9 +170,9 @@ def component_problem(kind: Kind, cls: Any) -> str | None:
 def collect_components(pm: pluggy.PluginManager, sources: dict[str, PluginSource],
                        collector: _Collector) -> None:
     """Call each plugin's registration hooks one by one so every problem has an owner."""
-    seen: dict[tuple[Kind, str, str], str] = {}
-    for kind in Kind:
-        caller = getattr(pm.hook, kind.hook)
+    seen: dict[tuple[str, str, str], str] = {}
+    for spec in kinds():
+        caller = getattr(pm.hook, spec.hook)
         # pluggy lists implementations last-registered first; keep discovery order instead
         for impl in reversed(caller.get_hookimpls()):
             if impl.hookwrapper or impl.wrapper:
@@ -164,27 +181,33 @@ def collect_components(pm: pluggy.PluginManager, sources: dict[str, PluginSource
             try:
                 result = impl.function()
             except Exception as e:  # noqa: BLE001 - attributed to the plugin, the rest carry on
-                collector.fail(source, f"{type(e).__name__}: {e} (in {kind.hook})")
+                collector.fail(source, f"{type(e).__name__}: {e} (in {spec.hook})")
                 continue
-            if result is None:
-                continue
-            if isinstance(result, (str, bytes)) or not isinstance(result, Iterable):
-                collector.fail(source, f"TypeError: {kind.hook} returned {type(result).__name__}, "
-                                       f"expected a list of {kind} classes")
-                continue
-            for cls in result:
-                problem = component_problem(kind, cls)
-                if problem:
-                    collector.fail(source, f"InvalidComponent: {problem}")
-                    continue
-                key = (kind, cls.name, source.distribution)
-                if key in seen:
-                    collector.fail(source, f"DuplicateComponent: {kind} {cls.name!r} is registered twice by "
-                                           f"{source.distribution} (plugins {seen[key]!r} and {source.plugin!r})")
-                    continue
-                seen[key] = source.plugin
-                collector.catalog.entries.append(Entry(kind, cls.name, cls, source.distribution,
-                                                       source.version, source.plugin))
+            if result is not None:
+                _add_classes(spec, result, source, collector, seen)
+
+
+def _add_classes(spec: KindSpec, result: Any, source: PluginSource, collector: _Collector,
+                 seen: dict[tuple[str, str, str], str]) -> None:
+    """Check and catalog the classes one plugin's registration hook returned."""
+    kind = as_kind(spec.kind)
+    if isinstance(result, (str, bytes)) or not isinstance(result, Iterable):
+        collector.fail(source, f"TypeError: {spec.hook} returned {type(result).__name__}, "
+                               f"expected a list of {kind} classes")
+        return
+    for cls in result:
+        problem = component_problem(kind, cls)
+        if problem:
+            collector.fail(source, f"InvalidComponent: {problem}")
+            continue
+        key = (kind, cls.name, source.distribution)
+        if key in seen:
+            collector.fail(source, f"DuplicateComponent: {kind} {cls.name!r} is registered twice by "
+                                   f"{source.distribution} (plugins {seen[key]!r} and {source.plugin!r})")
+            continue
+        seen[key] = source.plugin
+        collector.catalog.entries.append(Entry(kind, cls.name, cls, source.distribution,
+                                               source.version, source.plugin))
 
 
 def build_catalog(strict: bool = False, entry_points: Iterable[metadata.EntryPoint] | None = None) -> Catalog:

@@ -20,7 +20,7 @@ class Context:
     @property
     def catalog(self):
         if self._catalog is None:
-            from ...registry import build_catalog  # the composition root: the one place core meets registry
+            from ...registry import build_catalog  # a composition root (core/api.py is the other)
             self._catalog = build_catalog(strict=self.strict)
         return self._catalog
 

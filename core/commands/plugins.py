@@ -16,10 +16,29 @@ from pydantic_core import PydanticUndefined
 
 from ..catalog import Catalog, Entry, LookupProblem
 from ..components import Kind
+from ..kinds import as_kind, kinds
 from . import Context
 from ..errors import InputError
 
-KIND_CHOICE = click.Choice([k.value for k in Kind])
+
+class KindChoice(click.Choice):
+    """The declared kinds, read from the kind table when the option is used (a plugin may add one)."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+
+    def convert(self, value, param, ctx):  # type: ignore[no-untyped-def]
+        if ctx is not None:  # plugins load with the catalog, and a plugin may declare a kind
+            _catalog(ctx.find_root().obj)
+        self.choices = [str(s.kind) for s in kinds()]
+        return super().convert(value, param, ctx)
+
+    def get_metavar(self, param, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self.choices = [str(s.kind) for s in kinds()]
+        return super().get_metavar(param, *args, **kwargs)
+
+
+KIND_CHOICE = KindChoice()
 
 
 def _catalog(obj: object) -> Catalog:
@@ -35,8 +54,8 @@ def plugins_group() -> None:
 
 
 def _sorted(entries: list[Entry]) -> list[Entry]:
-    order = {k: i for i, k in enumerate(Kind)}
-    return sorted(entries, key=lambda e: (order[e.kind], e.name, e.distribution))
+    order = {s.kind: i for i, s in enumerate(kinds())}
+    return sorted(entries, key=lambda e: (order.get(e.kind, len(order)), e.name, e.distribution))
 
 
 @plugins_group.command("list")
@@ -46,7 +65,7 @@ def _sorted(entries: list[Entry]) -> list[Entry]:
 def list_plugins(obj: object, kind: str | None, as_json: bool) -> None:
     """Every component: kind, name, distribution, version, summary; then broken plugins."""
     catalog = _catalog(obj)
-    entries = _sorted(catalog.of_kind(Kind(kind)) if kind else list(catalog))
+    entries = _sorted(catalog.of_kind(as_kind(kind)) if kind else list(catalog))
     if as_json:
         rows = [{k: v for k, v in e.as_dict().items() if k != "plugin"} for e in entries]
         click.echo(json.dumps(rows, indent=2))
@@ -77,7 +96,7 @@ def resolve(catalog: Catalog, ref: str, kind: str | None = None) -> Entry:
     """The entry ``ref`` (``name`` or ``provider:name``) names, or an InputError saying why not."""
     if kind:
         try:
-            return catalog.get(Kind(kind), ref)
+            return catalog.get(as_kind(kind), ref)
         except LookupProblem as e:
             raise InputError(f"plugins show: {e}") from None
     found = catalog.find(ref)

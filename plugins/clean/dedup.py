@@ -130,7 +130,7 @@ class Dedup(Cleaner):
 
     def __getstate__(self) -> dict[str, Any]:
         # the LSH index is rebuilt from the signatures when needed: pickles stay compact
-        state = self.__dict__.copy()
+        state = super().__getstate__()
         state.pop("_train_lsh", None)
         return state
 

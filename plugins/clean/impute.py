@@ -77,7 +77,7 @@ class Impute(Cleaner):
             from sklearn.experimental import enable_iterative_imputer  # noqa: F401
             from sklearn.impute import IterativeImputer
 
-            seed = (ctx.seed if ctx else 0)
+            seed = self.using(ctx).seed
             self.imputers_ = [IterativeImputer(sample_posterior=True, max_iter=self.params.max_iter,
                                                random_state=seed + i, keep_empty_features=True).fit(X)
                               for i in range(self.params.multiple)]

@@ -166,7 +166,7 @@ class LabelConsistency(Cleaner):
             raise InputError(f"{self.name}: target {target!r} has a class with {smallest} rows, fewer than "
                              f"folds={self.params.folds}; lower 'folds' or merge rare classes")
         X = self._inputs(table, fitting=True)
-        seed = ctx.seed if ctx else 0
+        seed = self.using(ctx).seed
         estimator = make_estimator(self.params.estimator, seed)
         cv = StratifiedKFold(n_splits=self.params.folds, shuffle=True, random_state=seed)
         probs = cross_val_predict(estimator, X, labels, cv=cv, method="predict_proba")
@@ -222,7 +222,8 @@ class LabelConsistency(Cleaner):
         ids = table.row_ids
         order = np.flatnonzero(found.mask)[np.argsort(-found.score[found.mask], kind="stable")]
         given, suggested = self.classes_[labels], self.classes_[found.suggested]
-        if ctx is not None and ctx.artifacts is not None:
+        ctx = self.using(ctx)
+        if ctx.artifacts is not None:
             self._write_review(ctx, ids[order], given[order], suggested[order], found.score[order],
                                fresh=out_of_fold)
         target = table.target

@@ -24,7 +24,7 @@ from pydantic import Field
 
 from forgeline.core import Dataset, InputError, Modality, Params, StageContext, Table
 
-from .synthetic import choose, concat, either, seed_of, to_str_series
+from .synthetic import choose, concat, either, to_str_series
 
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
@@ -158,7 +158,7 @@ class Credit(Dataset):
         found = self.problems()
         if found:
             raise InputError(found[0][1])
-        rng = np.random.default_rng(seed_of(ctx))
+        rng = np.random.default_rng(self.using(ctx).seed)
         n = self.params.rows
         values, codes, true_label = self._clean(rng, n)
         comments = self._comments(rng, n)

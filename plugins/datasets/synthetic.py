@@ -20,10 +20,6 @@ if TYPE_CHECKING:  # pragma: no cover
 LABEL = "label"
 
 
-def seed_of(ctx: StageContext | None) -> int:
-    return ctx.seed if ctx is not None else 0
-
-
 # ----------------------------------------------------------------------------- text helpers
 # Generated text is built slot by slot on whole columns with pyarrow's string kernels:
 # a Python loop over a million rows would take seconds per slot.
@@ -109,7 +105,7 @@ class Shapes(Dataset):
         import pandas as pd
 
         p = self.params
-        rng = np.random.default_rng(seed_of(ctx))
+        rng = np.random.default_rng(self.using(ctx).seed)
         n, s = p.rows, p.size
         labels = rng.integers(0, len(p.classes), n)
         half = rng.uniform(0.18 * s, 0.36 * s, n).astype(np.float32)
@@ -195,7 +191,7 @@ class Signals(Dataset):
         if found:
             raise InputError(found[0][1])
         p = self.params
-        rng = np.random.default_rng(seed_of(ctx))
+        rng = np.random.default_rng(self.using(ctx).seed)
         n, c = p.rows, p.channels
         labels = rng.integers(0, len(p.classes), n)
         cycles = rng.uniform(p.min_cycles, p.max_cycles, (n, 1, 1))
@@ -260,7 +256,7 @@ class Reviews(Dataset):
         import pyarrow.compute as pc
 
         p = self.params
-        rng = np.random.default_rng(seed_of(ctx))
+        rng = np.random.default_rng(self.using(ctx).seed)
         n = p.rows
         labels = (rng.random(n) < p.positive_share).astype(np.int64)
         product = rng.integers(0, len(PRODUCTS), n)

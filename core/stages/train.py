@@ -1,0 +1,70 @@
+"""The train stage: the training loop on the prepared splits, test metrics, the saved model."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..components import Kind, Model
+from .base import RunState, Stage, StageEnv
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..train import TrainJob, TrainResult
+    from ..validation import Plan
+
+
+class TrainStage(Stage):
+    """Trains the model (``core.train.loop.fit``), scores it on the test split, saves it."""
+
+    kind = Kind.MODEL
+    needs = ("splits", "task")
+    gives = ("model", "model_component", "metrics")
+
+    def run(self, state: RunState, env: StageEnv) -> dict[str, Any]:
+        from ..train.loop import evaluate_table, fit
+
+        job = self.job(state, env)
+        result = fit(job)
+        metrics = dict(result.metrics)
+        splits = state.splits
+        if splits.test is not None and splits.valid is not None:  # else the test split was the validation
+            metrics.update(evaluate_table(result.module, job, splits.test, "test_"))
+        held_out = splits.test if splits.test is not None else splits.valid
+        if held_out is not None:  # the model's own domain metrics (Model.evaluate)
+            extra = job.model.evaluate(result.module, held_out, job.model.context)
+            metrics.update({f"test_{k}": v for k, v in (extra or {}).items()})
+        env.folder.manifest["metrics"].update(metrics)
+        state.model, state.model_component, state.metrics = result.module, job.model, metrics
+        save_model(result, job, env)
+        return {**result.report, "steps": result.steps, "metrics": metrics}
+
+    def job(self, state: RunState, env: StageEnv) -> TrainJob:
+        return train_job(env.plan, state, env, self.build())
+
+
+def train_job(plan: Plan, state: RunState, env: StageEnv, model: Model) -> TrainJob:
+    """The training job of ``plan`` on the prepared splits (also a tuning trial's job)."""
+    from ..train import TrainJob
+    from ..train.checkpoint import resolve_resume
+
+    return TrainJob(config=plan.pipeline.train, model=model, precision=plan.precision.build(),
+                    parallel=plan.parallel.build(), train=state.splits.train, valid=state.splits.validation,
+                    task=state.task, classes=state.classes, run=env.run, dist=env.dist,
+                    seed=plan.pipeline.seed, log=env.record, hooks=env.hooks,
+                    checkpoint_dir=env.run.dir / "checkpoints",
+                    resume_from=resolve_resume(env.resume) if env.resume is not None else None,
+                    augmenters=state.training_augmenters, stage=model.context)
+
+
+def save_model(result: TrainResult, job: TrainJob, env: StageEnv) -> None:
+    """``model/weights.pt`` (a plain state_dict), the model's fitted inputs, ``model/model.json``."""
+    if not env.folder.writes:
+        return
+    import torch
+
+    resolved = env.plan.model
+    torch.save(result.module.state_dict(), env.folder.sub("model") / "weights.pt")
+    env.folder.save_stage("model-inputs", job.model)
+    env.folder.write_json("model/model.json", {"model": resolved.entry.name,
+                                               "params": resolved.params.model_dump(mode="json"),
+                                               "task": job.task, "classes": job.classes,
+                                               "weights": "weights.pt (torch.load(weights_only=True))"})
