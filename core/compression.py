@@ -147,7 +147,7 @@ def compress_run(state: RunState, env: StageEnv) -> tuple[Any, dict[str, Any]]:
 
     plan, splits, component = env.plan, state.splits, state.model_component
     fp32 = env.catalog.get(Kind.PRECISION_POLICY, "fp32").cls()  # fine-tunes and scores in full precision
-    job = replace(train_job(plan, state, env, component), precision=fp32, checkpoint_dir=None, resume_from=None)
+    job = replace(train_job(plan, state, env, component, final=False), precision=fp32)
     x_valid, x_train = component.inputs(job.valid), component.inputs(splits.train)
     if not isinstance(x_valid, torch.Tensor):
         raise InputError(f"compress: model {component.name!r} takes named inputs; the compressors need a "

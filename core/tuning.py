@@ -335,9 +335,8 @@ class Study:
         from .stages.train import train_job
         from .train.loop import fit
 
-        job = train_job(plan, state, self.env, plan.model.build())
-        job = replace(job, checkpoint_dir=None, resume_from=None, hooks=TrialHooks(self.env.hooks, watch),
-                      log=watch.log)
+        job = replace(train_job(plan, state, self.env, plan.model.build(), final=False),
+                      hooks=TrialHooks(self.env.hooks, watch), log=watch.log)
         return fit(job).metrics
 
     def _run_nested(self, plan: Plan, number: int, watch: Watch) -> Mapping[str, float]:

@@ -269,7 +269,11 @@ def test_a_declared_kind_brings_its_checks_to_the_kit(exporter_site):
         forget_kind("exporter")
 
 
-def test_tune_and_compress_are_refused_before_the_run(tmp_path):
+def test_a_section_no_stage_class_runs_is_refused_before_the_run(tmp_path, monkeypatch):
+    from forgeline.core import runner
+    from forgeline.core.stages import CompressStage
+
+    monkeypatch.setattr(runner, "STAGES", tuple(s for s in runner.STAGES if s is not CompressStage))
     catalog = build_catalog()
     plan = api.load(_pipeline(_data_file(tmp_path)), catalog_=catalog)
     plan.parts["compress"] = [plan.dataset]  # a compressor, as far as the runner can tell

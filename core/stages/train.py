@@ -41,8 +41,9 @@ class TrainStage(Stage):
         return train_job(env.plan, state, env, self.build())
 
 
-def train_job(plan: Plan, state: RunState, env: StageEnv, model: Model) -> TrainJob:
-    """The training job of ``plan`` on the prepared splits (also a tuning trial's job)."""
+def train_job(plan: Plan, state: RunState, env: StageEnv, model: Model, final: bool = True) -> TrainJob:
+    """The training job of ``plan`` on the prepared splits; ``final=False`` for the other
+    training passes of a run (tuning trials, fine-tuning): no checkpoints, nothing resumed."""
     from ..train import TrainJob
     from ..train.checkpoint import resolve_resume
 
@@ -50,8 +51,8 @@ def train_job(plan: Plan, state: RunState, env: StageEnv, model: Model) -> Train
                     parallel=plan.parallel.build(), train=state.splits.train, valid=state.splits.validation,
                     task=state.task, classes=state.classes, run=env.run, dist=env.dist,
                     seed=plan.pipeline.seed, log=env.record, hooks=env.hooks,
-                    checkpoint_dir=env.run.dir / "checkpoints",
-                    resume_from=resolve_resume(env.resume) if env.resume is not None else None,
+                    checkpoint_dir=env.run.dir / "checkpoints" if final else None,
+                    resume_from=resolve_resume(env.resume) if final and env.resume is not None else None,
                     augmenters=state.training_augmenters, stage=model.context)
 
 
