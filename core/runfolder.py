@@ -128,7 +128,9 @@ class RunFolder:
 
     def write_json(self, relative: str, data: Any) -> None:
         if self.path:
-            write_atomic(inside(self.path, relative), json.dumps(data, indent=2, default=_json_default).encode())
+            target = inside(self.path, relative)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(target, json.dumps(data, indent=2, default=_json_default).encode())
 
 
 def read_manifest(run_dir: Path) -> dict[str, Any]:

@@ -181,9 +181,13 @@ def _ctx(x, fits: list | None = None):
         with torch.no_grad():
             return {"val_accuracy": float((m(x).argmax(1) == y).float().mean())}
 
-    def fit(m, epochs, loss=None):
+    def fit(m, epochs, loss=None):  # forward passes only: enough for QAT's observers to see the data
         if fits is not None:
             fits.append((epochs, loss))
+        m.train()
+        with torch.no_grad():
+            for _ in range(epochs):
+                m(x)
         return m
 
     return CompressContext(spec=DataSpec("classification", 10, tuple(x.shape[1:])), example_inputs=x[:4],

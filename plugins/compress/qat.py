@@ -14,6 +14,7 @@ compressor that trains (``distill``) continues QAT and converts again (:func:`tr
 from __future__ import annotations
 
 import copy
+import warnings
 import weakref
 from typing import TYPE_CHECKING, Any, Callable, Literal
 
@@ -74,10 +75,12 @@ class QatInt8(Compressor):
         torch.backends.quantized.engine = backend
         model = copy.deepcopy(model).cpu().train()
         # prepare_qat_fx folds conv-bn(-relu) into QAT modules and inserts fake-quant observers
-        prepared = prepare_qat_fx(model, get_default_qat_qconfig_mapping(backend), (ctx.example_inputs.cpu(),))
-        if self.params.epochs:
-            prepared = ctx.fit(prepared, self.params.epochs)
-        quantised = convert(prepared, backend)
+        with warnings.catch_warnings():  # torch.ao's own deprecation notices, once per observer
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.ao")
+            prepared = prepare_qat_fx(model, get_default_qat_qconfig_mapping(backend), (ctx.example_inputs.cpu(),))
+            if self.params.epochs:
+                prepared = ctx.fit(prepared, self.params.epochs)
+            quantised = convert(prepared, backend)
         self.int8_modules_ = int8_modules(quantised)
         if not self.int8_modules_:
             raise RuntimeError("qat-int8: no layer was converted to an INT8 module (nothing quantisable was found)")
