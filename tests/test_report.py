@@ -213,7 +213,7 @@ def test_long_step_series_are_downsampled(succeeded: Path, tmp_path: Path) -> No
     write_report(run_dir)
     took = time.perf_counter() - t
     page = (run_dir / "report.html").read_text()
-    assert "Loss scale and skipped steps" in page
+    assert 'alt="loss scale and skipped steps"' in page and 'alt="loss curves"' in page
     assert len(page) < 2_000_000 and took < 30, (len(page), took)
 
 
