@@ -149,7 +149,7 @@ def data_quality(run: ReportRun) -> ReportSection | None:
             r = rep.get(split)
             if isinstance(r, dict):
                 rows.append([s.get("id"), s.get("name"), split, r.get("rows_in"), r.get("rows_out"),
-                             r.get("removed"), r.get("flagged"), link(q, q) if q and split == "train" else ""])
+                             r.get("removed"), r.get("flagged"), link(q, q) if q and r.get("removed") else ""])
     body += "<h3>Rows through the cleaning stages</h3>" + table(
         ["stage", "cleaner", "split", "rows in", "rows out", "quarantined", "flagged", "quarantine file"], rows)
     body += _reasons(run, cleaners)
