@@ -270,3 +270,12 @@ def test_report_renders_in_headless_chromium(succeeded: Path) -> None:
     print(f"report screenshot: {shot}")
     assert not problems, problems
     assert shot.stat().st_size > 10_000
+
+
+def test_a_report_that_cannot_be_written_is_a_warning_not_an_error(tmp_path: Path, capsys) -> None:
+    from forgeline.core.report import write_report_or_warn
+
+    (tmp_path / "manifest.json").write_text("{not json")
+    assert write_report_or_warn(tmp_path) is None
+    err = capsys.readouterr().err
+    assert err.startswith("warning: the run report could not be written: ") and err.count("\n") == 1
