@@ -279,3 +279,18 @@ def test_a_report_that_cannot_be_written_is_a_warning_not_an_error(tmp_path: Pat
     assert write_report_or_warn(tmp_path) is None
     err = capsys.readouterr().err
     assert err.startswith("warning: the run report could not be written: ") and err.count("\n") == 1
+
+
+def test_a_doctored_run_folder_cannot_inject_markup_or_links(succeeded: Path, tmp_path: Path) -> None:
+    from forgeline.core.report import write_report
+
+    manifest = json.loads((succeeded / "manifest.json").read_text())
+    manifest["name"] = "<script>alert(1)</script>"
+    manifest["metrics"]["<b>bold</b>"] = 1.0
+    cleaner = next(s for s in manifest["stages"] if s["id"] == "clean.1")
+    cleaner["report"]["quarantine"] = "javascript:alert(1)"
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    write_report(tmp_path)
+    page = assert_self_contained_report(tmp_path)
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "&lt;b&gt;bold&lt;/b&gt;" in page
+    assert "javascript:alert(1)" in page and 'href="javascript' not in page  # shown as text, never a link

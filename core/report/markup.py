@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from typing import Any, Iterable, Sequence
 
 from .model import ReportSection
@@ -57,7 +58,10 @@ def cell(value: Any) -> str:
 
 
 def link(href: str, text: Any) -> Raw:
-    """A link to a file inside the run folder (``href`` is relative to it)."""
+    """A link to a file inside the run folder; anything else (a scheme, an absolute path, ``..``)
+    is shown as text, so a doctored manifest cannot plant a ``javascript:`` or remote link."""
+    if not re.fullmatch(r"[\w][\w.\-/]*", str(href)) or ".." in str(href):
+        return Raw(esc(text))
     return Raw(f'<a href="{esc(href)}">{esc(text)}</a>')
 
 

@@ -546,10 +546,8 @@ def compression(run: ReportRun) -> ReportSection | None:
         body += f"<h3>{esc(stage)}</h3>" + table(cols, [[r.get(c) for c in cols] for r in rows])
         numeric = [c for c in cols if c != "name" and all(_num(r.get(c)) for r in rows)][:4]
         if numeric and rows:
-            fig, axes = plots.figure(3.2, 2.8, ncols=len(numeric)) if len(numeric) > 1 else (None, None)
-            if fig is None:
-                fig, ax = plots.figure(3.2, 2.8)
-                axes = [ax]
+            fig, axes = plots.figure(3.2, 2.8, ncols=len(numeric))
+            axes = axes if len(numeric) > 1 else [axes]
             names = [str(r.get("name", i)) for i, r in enumerate(rows)]
             for ax, c in zip(axes, numeric):
                 ax.bar(names, [r[c] for r in rows], color="#0969da")
