@@ -294,3 +294,26 @@ def test_a_doctored_run_folder_cannot_inject_markup_or_links(succeeded: Path, tm
     page = assert_self_contained_report(tmp_path)
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "&lt;b&gt;bold&lt;/b&gt;" in page
     assert "javascript:alert(1)" in page and 'href="javascript' not in page  # shown as text, never a link
+
+
+def test_tune_and_compress_stage_reports_and_shap_select_files_are_shown(succeeded: Path, tmp_path: Path) -> None:
+    """What the tune and compress stages and shap-select record themselves (not the artifact convention)."""
+    from forgeline.core.report import write_report
+
+    manifest = json.loads((succeeded / "manifest.json").read_text())
+    manifest["stages"] += [
+        {"id": "tune", "name": "bayes", "status": "succeeded", "report": {"metric": "val_auc", "maximize": True, "table": [
+            {"trial": 0, "train.optimizer.lr": 0.01, "val_auc": 0.7, "status": "finished"},
+            {"trial": 1, "train.optimizer.lr": 0.001, "val_auc": 0.8, "status": "finished"}]}},
+        {"id": "compress", "name": "prune", "status": "succeeded", "report": {"table": [
+            {"version": "original", "params": 100, "latency_ms": 1.0, "speed": 1.0, "val_accuracy": 0.8},
+            {"version": "prune", "params": 40, "latency_ms": 0.5, "speed": 2.0, "val_accuracy": 0.78}]}}]
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    shap = tmp_path / "artifacts" / "features.0"
+    shap.mkdir(parents=True)
+    (shap / "shap-ranking.json").write_text(json.dumps([{"feature": "income", "importance": 0.4},
+                                                        {"feature": "age", "importance": 0.1}]))
+    page = (write_report(tmp_path)).read_text()
+    assert '<section id="tuning">' in page and "2 trials, maximising val_auc" in page
+    assert '<section id="compression">' in page and 'alt="compression comparison"' in page
+    assert 'alt="feature importance features.0"' in page

@@ -312,8 +312,13 @@ def _series(before: Any, after: Any) -> str:
 def features(run: ReportRun) -> ReportSection | None:
     stages = run.stages_of("features")
     importances = list(run.artifact_json("importance.json"))
+    for stage, ranking in run.artifact_json("shap-ranking.json"):  # shap-select's ranking records
+        if isinstance(ranking, list) and all(isinstance(r, dict) for r in ranking):
+            importances.append((stage, {"method": "SHAP", "features": [r.get("feature") for r in ranking],
+                                        "importance": [r.get("importance") for r in ranking]}))
+    pictures = list(run.artifacts("shap-summary.png"))
     embeddings = list(run.artifact_json("embedding.json"))
-    if not (stages or importances or embeddings):
+    if not (stages or importances or embeddings or pictures):
         return None
     body = ""
     if stages:
@@ -337,6 +342,7 @@ def features(run: ReportRun) -> ReportSection | None:
     for stage, d in embeddings:
         if isinstance(d, dict) and isinstance(d.get("x"), list) and isinstance(d.get("y"), list):
             figs.append(_embedding(stage, d))
+    figs += [plots.png_file_img(path.read_bytes(), f"SHAP summary {stage}") for stage, path in pictures]
     if figs:
         body += f'<div class="plots">{"".join(figs)}</div>'
     return ReportSection("Features", body, "features")
@@ -503,6 +509,15 @@ def _system_plot(samples: list[dict]) -> str | None:
 def tuning(run: ReportRun) -> ReportSection | None:
     found = [(s, d) for s, d in run.artifact_json("trials.json") if isinstance(d, dict)
              and isinstance(d.get("trials"), list)]
+    for s in run.stages_of("tune"):  # the tune stage's own report: {"metric", "maximize", "table"}
+        rep = s.get("report") or {}
+        if isinstance(rep.get("table"), list) and rep.get("metric"):
+            metric = rep["metric"]
+            trials = [{"number": t.get("trial", i), "state": t.get("status", ""), "score": t.get(metric),
+                       "params": {k: v for k, v in t.items() if k not in ("trial", "status", metric)}}
+                      for i, t in enumerate(rep["table"]) if isinstance(t, dict)]
+            found.append((s.get("id", "tune"), {"metric": metric, "maximize": rep.get("maximize", True),
+                                                "trials": trials}))
     if not found:
         return None
     body = ""
@@ -537,6 +552,8 @@ def tuning(run: ReportRun) -> ReportSection | None:
 def compression(run: ReportRun) -> ReportSection | None:
     found = [(s, d) for s, d in run.artifact_json("compression.json") if isinstance(d, dict)
              and isinstance(d.get("rows"), list)]
+    found += [(s.get("id", "compress"), {"rows": s["report"]["table"]}) for s in run.stages_of("compress")
+              if isinstance((s.get("report") or {}).get("table"), list)]  # the compress stage's own table
     if not found:
         return None
     body = ""
@@ -544,11 +561,11 @@ def compression(run: ReportRun) -> ReportSection | None:
         rows = [r for r in d["rows"] if isinstance(r, dict)]
         cols = list(dict.fromkeys(k for r in rows for k in r))
         body += f"<h3>{esc(stage)}</h3>" + table(cols, [[r.get(c) for c in cols] for r in rows])
-        numeric = [c for c in cols if c != "name" and all(_num(r.get(c)) for r in rows)][:4]
+        numeric = [c for c in cols if c not in ("name", "version") and all(_num(r.get(c)) for r in rows)][:4]
         if numeric and rows:
             fig, axes = plots.figure(3.2, 2.8, ncols=len(numeric))
             axes = axes if len(numeric) > 1 else [axes]
-            names = [str(r.get("name", i)) for i, r in enumerate(rows)]
+            names = [str(r.get("name", r.get("version", i))) for i, r in enumerate(rows)]
             for ax, c in zip(axes, numeric):
                 ax.bar(names, [r[c] for r in rows], color="#0969da")
                 ax.set_title(c)
