@@ -73,8 +73,8 @@ def cli(ctx: click.Context, strict: bool) -> None:
 
 
 def _register_builtin_commands() -> None:
-    from .commands import pipeline, plugins, run
-    for module in (plugins, pipeline, run):
+    from .commands import pipeline, plugins, report, run
+    for module in (plugins, pipeline, run, report):
         for cmd in module.COMMANDS:
             cli.add_command(cmd)
 

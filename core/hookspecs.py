@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 import pluggy
 
 from .kinds import KindSpec, kinds
+from .report.model import ReportRun, ReportSection  # light: runtime types of the report hook
 
 if TYPE_CHECKING:  # pragma: no cover
     import click
@@ -100,6 +101,19 @@ def forgeline_epoch_ended(run: RunInfo, epoch: int, metrics: Mapping[str, float]
 @_hookspec
 def forgeline_checkpoint_saved(run: RunInfo, path: Path, step: int) -> None:
     """Called on rank 0 after a checkpoint file was atomically written. Return value ignored."""
+
+
+# --------------------------------------------------------------- report
+
+@_hookspec
+def forgeline_report_sections(run: ReportRun) -> Sequence[ReportSection]:
+    """Return sections to add to the run's ``report.html`` (after the built-in ones).
+
+    Called on rank 0 at the end of every run (failed runs too) and by ``forgeline report``,
+    with the run folder as :class:`ReportRun` (manifest, metrics records, artifacts). Each
+    :class:`ReportSection` is a title and HTML; escape every value taken from the run with
+    ``html.escape``. All plugins' results are collected, one plugin at a time: a plugin that
+    raises or returns something else gets an error box naming it, and the report carries on."""
 
 
 # --------------------------------------------------------------- CLI

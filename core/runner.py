@@ -138,6 +138,9 @@ class Runner:
         finally:
             self.record.close()
             self.folder.prune_empty("artifacts")
+            if self.folder.writes:  # never raises: a report failure is a warning line
+                from .report import write_report_or_warn
+                write_report_or_warn(self.dir, self.catalog.hook, quiet=self.quiet)
             if self.folder.writes and not self.quiet:
                 print(f"run folder: {self.dir}", file=sys.stderr)
 

@@ -183,3 +183,27 @@ def demo_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     site = root / "site"
     pip_install_target(site, *folders)
     return site
+
+
+# ------------------------------------------------------------- run report
+
+def assert_self_contained_report(run_dir: Path) -> str:
+    """``run_dir/report.html`` exists and needs no network: no http(s) URL in src/href, no script."""
+    import re
+    from html.parser import HTMLParser
+
+    page = (run_dir / "report.html").read_text()
+    urls: list[str] = []
+    tags: set[str] = set()
+
+    class Links(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            tags.add(tag)
+            urls.extend(v or "" for k, v in attrs if k in ("src", "href"))
+
+    Links().feed(page)
+    remote = [u for u in urls if re.match(r"\s*(?:https?:)?//", u, flags=re.I)]
+    assert not remote, f"report.html loads from the network: {remote[:5]}"
+    assert "script" not in tags and "@import" not in page and "url(http" not in page
+    assert urls and all(u.startswith(("data:", "#", "quarantine/")) for u in urls), urls[:10]
+    return page

@@ -1,4 +1,5 @@
-"""Every example pipeline validates, and the training scenarios train (shrunk to test size)."""
+"""Every example pipeline validates, runs (shrunk to test size) and leaves a self-contained report;
+the training scenarios learn."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from conftest import assert_self_contained_report
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples" / "pipelines").glob("*.yaml"))
 
@@ -35,7 +38,30 @@ def test_training_examples_learn(example: str, sets: list[str], metric: str, flo
     assert r.returncode == 0, r.stderr[-2000:]
     summary = json.loads(r.stdout)
     assert summary["status"] == "succeeded"
+    page = assert_self_contained_report(Path(summary["run"]))
+    assert 'id="training"' in page
     value = summary["metrics"][metric]
     assert value == value  # finite, not NaN
     if floor is not None:
         assert value > floor
+
+
+@pytest.mark.parametrize(("example", "sets", "nproc", "sections"), [
+    ("credit-risk", ["data.with.rows=600", "train.epochs=1"], "1", ["data-quality", "training"]),
+    ("clean-credit", ["data.with.rows=600"], "1", ["data-quality"]),
+    ("wine-ddp", ["train.epochs=2"], "2", ["data-quality", "training"]),
+])
+def test_other_examples_run_and_report(example: str, sets: list[str], nproc: str, sections: list[str],
+                                       tmp_path: Path) -> None:
+    path = next(p for p in EXAMPLES if p.stem == example)
+    args = [a for s in sets for a in ("--set", s)]
+    r = forgeline("run", str(path), "--out", str(tmp_path), "--json", "--nproc", nproc, *args)
+    assert r.returncode == 0, r.stderr[-2000:]
+    page = assert_self_contained_report(Path(json.loads(r.stdout)["run"]))
+    for section in ["overview", "pipeline", *sections]:
+        assert f'<section id="{section}">' in page
+
+
+def test_every_example_is_run_by_a_test() -> None:
+    ran = {"digits-cnn", "signals-tcn", "credit-risk", "clean-credit", "wine-ddp"}
+    assert {p.stem for p in EXAMPLES} <= ran, "run the new example in this file (and check its report)"
