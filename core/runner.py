@@ -352,7 +352,7 @@ class Runner:
             removed = [r.removed.assign(stage=stage_id, split=name) for name, r in results.items() if len(r.removed)]
             report["quarantine"] = self.folder.quarantine(f"{stage_id}-{cleaner.name}", pd.concat(removed)) if removed else None
             report["details"] = results["train"].report
-            report["state"] = self.folder.save_stage(f"{stage_id}-{cleaner.name}", cleaner)
+            report["state"] = self.folder.save_stage(f"{stage_id}-{cleaner.name}", cleaner, res.entry.distribution)
             fitted.append((stage_id, cleaner))
         return Splits(**{name: r.table for name, r in results.items()})
 
@@ -404,7 +404,7 @@ class Runner:
             splits = splits.map(lambda name, t: _transformed(t, transform))
             after = list(splits.train.X.columns)
             report.update(features_in=len(before), features_out=len(after), **transform.report())
-            report["state"] = self.folder.save_stage(f"{stage_id}-{transform.name}", transform)
+            report["state"] = self.folder.save_stage(f"{stage_id}-{transform.name}", transform, res.entry.distribution)
             fitted.append((stage_id, transform))
         return splits
 
@@ -456,7 +456,7 @@ class Runner:
 
         model_dir = self.folder.sub("model")
         torch.save(result.module.state_dict(), model_dir / "weights.pt")
-        self.folder.save_stage("model-inputs", job.model)
+        self.folder.save_stage("model-inputs", job.model, self.plan.model.entry.distribution)
         self.folder.write_json("model/model.json", {"model": self.plan.model.entry.name,
                                                     "params": self.plan.model.params.model_dump(mode="json"),
                                                     "task": self.task, "classes": self.classes,
