@@ -62,6 +62,8 @@ def test_every_builtin_cleaner_round_trips_as_data(name, params, credit, catalog
     if name in ("label-consistency", "robust-scale"):  # these need complete numeric inputs
         imp = catalog.get(Kind.CLEANER, "impute").cls().fit(train)
         train, new = imp.apply(train).table, imp.apply(new).table
+    if name == "label-consistency":  # fewer rows: the estimators cross-validate
+        train = train.take(train.row_ids[:150])
     cleaner = catalog.get(Kind.CLEANER, name).cls(params).fit(train, StageContext(seed=3))
     again = _reloaded(cleaner, tmp_path, catalog)
     assert type(again) is type(cleaner) and again.params == cleaner.params
