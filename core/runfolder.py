@@ -86,9 +86,13 @@ class RunFolder:
         self.path = path
         self.manifest: dict[str, Any] = {}
         if path is not None:
-            path.mkdir(parents=True, exist_ok=True)
-            for sub in SUBDIRS:
-                (path / sub).mkdir(exist_ok=True)
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+                for sub in SUBDIRS:
+                    (path / sub).mkdir(exist_ok=True)
+            except OSError as e:  # --out below a file, read-only, full...: the user's to fix
+                raise InputError(f"--out: cannot create the run folder {path} ({e.strerror or e}); "
+                                 f"give a writable folder") from None
 
     @property
     def writes(self) -> bool:

@@ -25,6 +25,7 @@ from .catalog import Catalog, Entry
 from .components import (Augmenter, Cleaner, CleanResult, Component, DistInfo, FeatureTransform,
                          Kind, Monitor, RunInfo, StageContext, StageInfo)
 from .data import ColumnSpec, Modality, Role, Schema, Table
+from .datacheck import check_loaded
 from .errors import InputError, Problem, StageError
 from .runfolder import RunFolder, environment, new_run_dir
 
@@ -283,6 +284,8 @@ class Runner:
         with self._stage("data", res, res.entry.name, dataset) as report:
             table = dataset.load(self._ctx("data"))
             table = self._with_roles(table, dataset)
+            table, checked = check_loaded(table, {n: o.modality for n, o in self.p.data.columns.items()})
+            report.update(checked)
             if len(table) == 0:
                 raise InputError([Problem("data.source", f"{res.entry.name!r} gave an empty table; it needs rows")])
             fp = table.fingerprint()
