@@ -80,7 +80,7 @@ def load_component(file: Path, catalog: Catalog, root: Path) -> Component:
     where = file.relative_to(root.resolve())
     try:
         doc = json.loads(file.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise InputError(f"{where}: not a forgeline state file ({type(e).__name__}: {e}); "
                          f"stage state is JSON written by forgeline, rerun the pipeline to recreate it") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
@@ -200,7 +200,10 @@ class _Reader:
         if not isinstance(value, dict):
             return value
         if "__numpy__" in value:
-            return np.dtype(value["__numpy__"]).type(value["value"])
+            dtype = np.dtype(str(value["__numpy__"]))
+            if dtype.kind not in "biufUS" or dtype.itemsize > 1024:
+                raise ValueError(f"numpy scalar of dtype {dtype} is not a plain value")
+            return dtype.type(value["value"])
         if "__tuple__" in value:
             return tuple(self.decode(v) for v in value["__tuple__"])
         if "__dict__" in value:
