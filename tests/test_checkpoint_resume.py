@@ -194,4 +194,6 @@ def test_partial_files_of_a_killed_writer_are_removed(tmp_path):
         p.write_bytes(b"partial")
     (tmp_path / "notes.txt").write_text("kept")
     assert latest_checkpoint(tmp_path).name == "step-000000003.pt"
+    assert all(p.exists() for p in partial)  # looking is harmless: a live writer may be mid-write
+    assert torch.equal(load_checkpoint(tmp_path)["w"], torch.zeros(2))  # resuming: the writer is gone
     assert not any(p.exists() for p in partial) and (tmp_path / "notes.txt").exists()

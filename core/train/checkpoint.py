@@ -56,14 +56,17 @@ _PARTIAL = re.compile(r"^\.(step-\d+\.pt|weights[\w.-]*)\.\w+$")
 def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
     """The newest complete checkpoint in ``directory`` (a run's ``checkpoints/``), or None.
 
-    Partial files a killed writer left behind are removed on the way (they are never read)."""
-    directory = Path(directory)
-    if directory.is_dir():
-        for p in directory.iterdir():
-            if _PARTIAL.match(p.name) and p.is_file():
-                p.unlink(missing_ok=True)
-    found = list_checkpoints(directory)
+    Partial files are left alone here: a live writer may be mid-write (``load_checkpoint``,
+    at resume, removes a killed writer's)."""
+    found = list_checkpoints(Path(directory))
     return found[-1] if found else None
+
+
+def _remove_partial(directory: Path) -> None:
+    """Delete what a writer killed mid-write left (never read; a resumed run has no live writer)."""
+    for p in directory.iterdir():
+        if _PARTIAL.match(p.name) and p.is_file():
+            p.unlink(missing_ok=True)
 
 
 def rng_state(generator: torch.Generator | None = None) -> dict[str, Any]:
@@ -137,6 +140,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     path = resolve_resume(path)
     if not path.is_file():
         raise InputError(f"--resume: checkpoint {path} does not exist; point at a run folder with checkpoints/")
+    _remove_partial(path.parent)
     older = [p for p in list_checkpoints(path.parent) if p.name < path.name] if _NAME.match(path.name) else []
     problems = []
     for candidate in [path, *reversed(older)]:
