@@ -11,16 +11,16 @@ Like the CLI, this module is a composition root: it builds the plugin catalog (t
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from .catalog import Catalog
 from .components import Component
-from .data import Schema, Table
+from .data import ARRAY_MODALITIES, ColumnSpec, Modality, Role, Schema, Table
 from .errors import InputError
-from .runfolder import read_manifest
+from .runfolder import inside, read_manifest
+from .state import load_component
 from .runner import Run, Runner, apply_stages
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -53,32 +53,68 @@ def run(source: str | Path | Mapping[str, Any] | Plan, overrides: Sequence[str] 
 
 @dataclass
 class FittedRun:
-    """A finished run's fitted stages, reloaded from its folder, ready for new data."""
+    """A finished run's fitted stages, reloaded from its folder as data, ready for new data.
+
+    The stages' state is read on first use (after :meth:`check_columns`), each component's
+    class coming from the installed catalog: nothing in the run folder is executed."""
 
     dir: Path
     manifest: dict[str, Any]
-    stages: list[tuple[str, Component]]
     schema: Schema
+    catalog: Catalog
+    _stages: list[tuple[str, Component]] | None = None
+
+    @property
+    def stages(self) -> list[tuple[str, Component]]:
+        if self._stages is None:
+            self._stages = [(stage_id, load_component(self.dir / state, self.catalog, self.dir))
+                            for stage_id, state in _state_files(self.manifest, self.dir)]
+        return self._stages
+
+    def check_columns(self, columns: Sequence[str], where: str = "data") -> None:
+        """One-line InputError naming the columns the run was fitted on that are missing, and the unknown ones."""
+        columns = [str(c) for c in columns]
+        frame_cols = [c for c in self.schema.columns if c.modality not in ARRAY_MODALITIES]
+        missing = [c.name for c in frame_cols if c.role == Role.FEATURE and c.name not in columns]
+        known = {c.name for c in frame_cols}
+        extra = [c for c in columns if c not in known]
+        if len(set(columns)) != len(columns):
+            twice = sorted({c for c in columns if columns.count(c) > 1})
+            raise InputError(f"{where}: duplicate column names {', '.join(twice)}; every column needs its own name")
+        parts = ([f"missing columns the run was fitted on: {', '.join(missing)}"] if missing else []) + (
+            [f"columns the run does not know: {', '.join(extra)} (drop them)"] if extra else [])
+        if parts:
+            raise InputError(f"{where}: {'; '.join(parts)}")
 
     def apply(self, data: Table | pd.DataFrame) -> CleanResult:
         """Clean and transform new rows exactly as the run did (fitted state, no refitting)."""
+        self.check_columns(list(data.frame.columns if isinstance(data, Table) else data.columns))
         return apply_stages(self.stages, data, self.schema)
 
 
-def open_run(run_dir: str | Path) -> FittedRun:
-    """Reload a run folder's fitted stages (pickles written by forgeline: open only runs you trust)."""
+def _state_files(manifest: Mapping[str, Any], run_dir: Path) -> list[tuple[str, str]]:
+    """(stage id, state file) of every stage with fitted state; each path checked to stay in the folder."""
+    found = []
+    for st in manifest.get("stages", []):
+        state = (st.get("report") or {}).get("state") if isinstance(st, dict) else None
+        if state:
+            inside(run_dir, state)
+            found.append((st["id"], state))
+    return found
+
+
+def open_run(run_dir: str | Path, catalog_: Catalog | None = None) -> FittedRun:
+    """Reopen a run folder for :meth:`FittedRun.apply`. Its stage state is data (JSON, .npy, and
+    scikit-learn objects through skops' trusted types), so opening a run runs none of its files."""
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
-    stages = []
-    for st in manifest.get("stages", []):
-        state = (st.get("report") or {}).get("state")
-        if state:
-            with open(run_dir / state, "rb") as f:
-                stages.append((st["id"], pickle.load(f)))  # noqa: S301 - the run folder's own state
-    data = next((s for s in manifest.get("stages", []) if s["id"] == "data"), None)
+    _state_files(manifest, run_dir)  # refuse paths out of the folder before anything is read
+    data = next((s for s in manifest.get("stages", []) if s.get("id") == "data"), None)
     if data is None or data.get("status") != "succeeded":
         raise InputError(f"{run_dir}: the run did not get past its data stage")
-    from .data import ColumnSpec, Modality, Role
-    schema = Schema(tuple(ColumnSpec(c["name"], Role(c["role"]), Modality(c["modality"]))
-                          for c in data["report"]["schema"]))
-    return FittedRun(run_dir, manifest, stages, schema)
+    try:
+        schema = Schema(tuple(ColumnSpec(c["name"], Role(c["role"]), Modality(c["modality"]))
+                              for c in data["report"]["schema"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise InputError(f"{run_dir / 'manifest.json'}: the data stage's schema is damaged ({e})") from None
+    return FittedRun(run_dir, manifest, schema, catalog_ or catalog())

@@ -51,11 +51,27 @@ class LookupProblem(LookupError):
     """A name that is unknown or ambiguous; ``str()`` is a message a user can act on."""
 
 
+#: comma-separated entry-point or distribution names of plugins not to load
+DISABLE_ENV = "FORGELINE_DISABLE_PLUGINS"
+
+
 @dataclass
 class Catalog:
     entries: list[Entry] = field(default_factory=list)
     broken: list[Broken] = field(default_factory=list)
     hook: Any = None  # the plugin manager's hook relay (lifecycle hooks), or None
+    disabled: tuple[str, ...] = ()  # plugins not loaded because DISABLE_ENV names them
+
+    def _missing_note(self) -> str:
+        """Why a name may be unknown besides a typo: plugins disabled or broken (they may provide it)."""
+        notes = []
+        if self.disabled:
+            notes.append(f"{DISABLE_ENV}={','.join(self.disabled)} is set and turns off plugin(s) "
+                         f"{', '.join(self.disabled)}, which may provide it")
+        for b in self.broken:
+            notes.append(f"plugin {b.plugin!r} ({b.distribution} {b.version}) failed to load and may provide it: "
+                         f"{b.error}")
+        return "".join(f"; {n}" for n in notes)
 
     def __iter__(self) -> Iterator[Entry]:
         return iter(self.entries)
@@ -84,7 +100,7 @@ class Catalog:
         close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else (
             f"; known: {', '.join(known)}" if known else f"; no {kind} is installed")
-        return_msg = f"unknown {kind} {name!r}{hint}"
+        return_msg = f"unknown {kind} {name!r}{hint}{self._missing_note()}"
         raise LookupProblem(return_msg)
 
     def find(self, ref: str) -> list[Entry]:

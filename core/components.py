@@ -147,6 +147,20 @@ class Component:
         state.pop("_context", None)
         return state
 
+    def state(self) -> dict[str, Any]:
+        """Fitted state as data, saved with the run (``forgeline.core.state``): by default the
+        ``_``-suffixed instance attributes, which must hold only plain values, numpy arrays,
+        pandas objects or fitted scikit-learn estimators. Override with :meth:`load_state`."""
+        from .state import fitted_attributes
+        return fitted_attributes(self)
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state` returned, on a fresh instance built with the same parameters."""
+        for key, value in state.items():
+            if not (isinstance(key, str) and key.endswith("_") and not key.startswith("_")):
+                raise ValueError(f"{type(self).__name__}: {key!r} is not a fitted attribute (name_)")
+            setattr(self, key, value)
+
     def __sklearn_clone__(self) -> Component:
         """An unfitted copy with equal parameters, for ``sklearn.base.clone``.
 

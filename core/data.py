@@ -162,6 +162,11 @@ class Table:
                    overrides: Mapping[str, Mapping[str, str]] | None = None,
                    meta: dict[str, Any] | None = None, first_id: int = 0) -> Table:
         """A new table with fresh row ids ``first_id, first_id+1, ...``."""
+        twice = frame.columns[frame.columns.duplicated()]
+        if len(twice):
+            from .errors import InputError
+            raise InputError(f"duplicate column names {', '.join(map(repr, dict.fromkeys(twice)))}; "
+                             f"every column needs its own name")
         frame = frame.reset_index(drop=True)
         frame.index = np.arange(first_id, first_id + len(frame), dtype=np.int64)
         frame.index.name = ROW_ID

@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import pickle
 import platform
 import sys
 import tempfile
@@ -87,9 +86,13 @@ class RunFolder:
         self.path = path
         self.manifest: dict[str, Any] = {}
         if path is not None:
-            path.mkdir(parents=True, exist_ok=True)
-            for sub in SUBDIRS:
-                (path / sub).mkdir(exist_ok=True)
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+                for sub in SUBDIRS:
+                    (path / sub).mkdir(exist_ok=True)
+            except OSError as e:  # --out below a file, read-only, full...: the user's to fix
+                raise InputError(f"--out: cannot create the run folder {path} ({e.strerror or e}); "
+                                 f"give a writable folder") from None
 
     @property
     def writes(self) -> bool:
@@ -118,13 +121,16 @@ class RunFolder:
         rows.to_csv(file, index=True)
         return str(file.relative_to(self.path))
 
-    def save_stage(self, stage: str, component: Any) -> str | None:
-        """Pickle a fitted component so the run can be applied to new data (trusted run folders only)."""
+    def save_stage(self, stage: str, component: Any, distribution: str) -> str | None:
+        """Save a fitted component as data (``core/state.py``: JSON + .npy + .skops, never a pickle)
+        so the run can be applied to new data; returns its ``state.json`` relative to the run folder."""
         if not self.path:
             return None
-        file = self.path / "stages" / f"{stage}.pkl"
-        write_atomic(file, pickle.dumps(component, protocol=pickle.HIGHEST_PROTOCOL))
-        return str(file.relative_to(self.path))
+        from .state import STATE_FILE, save_component
+
+        folder = inside(self.path / "stages", stage)
+        save_component(folder, component, distribution, write_atomic)
+        return str((folder / STATE_FILE).relative_to(self.path.resolve()))
 
     def write_json(self, relative: str, data: Any) -> None:
         if self.path:
@@ -137,7 +143,13 @@ def read_manifest(run_dir: Path) -> dict[str, Any]:
     file = run_dir / "manifest.json"
     if not file.is_file():
         raise InputError(f"{run_dir}: not a run folder (no manifest.json)")
-    return json.loads(file.read_text())
+    try:
+        manifest = json.loads(file.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"{file}: damaged manifest, not valid JSON ({e}); the run record cannot be read") from None
+    if not isinstance(manifest, dict):
+        raise InputError(f"{file}: damaged manifest, a JSON object is expected")
+    return manifest
 
 
 def _json_default(o: Any) -> Any:

@@ -171,12 +171,51 @@ class _Lines:
         return self.root
 
 
+#: pipeline files are a few KiB; these bounds refuse hostile ones ("billion laughs": nested
+#: aliases that expand exponentially) before anything is built from them
+MAX_YAML_BYTES = 1 << 20
+MAX_YAML_NODES = 100_000
+
+
+def _expanded_nodes(root: yaml.Node, file: str | None) -> int:
+    """Nodes of the document with every alias expanded, counted in time linear in the file
+    (each distinct node once, memoised); a recursive alias is refused."""
+    sizes: dict[int, int] = {}
+    open_: set[int] = set()
+
+    def size(n: yaml.Node) -> int:
+        key = id(n)
+        if key in sizes:
+            return sizes[key]
+        if key in open_:
+            raise InputError([Problem("", "recursive YAML alias (an anchor used inside itself)", file,
+                                      n.start_mark.line + 1)])
+        open_.add(key)
+        children = ([c for pair in n.value for c in pair] if isinstance(n, yaml.MappingNode)
+                    else n.value if isinstance(n, yaml.SequenceNode) else [])
+        total = 1 + sum(size(c) for c in children)
+        open_.discard(key)
+        sizes[key] = total
+        return total
+
+    return size(root)
+
+
 def _read_yaml(text: str, file: str | None) -> tuple[Any, _Lines, list[Problem]]:
     """Parse ``text`` safely: the data, its line map and duplicate keys; malformed YAML raises InputError."""
+    if len(text) > MAX_YAML_BYTES:
+        raise InputError([Problem("", f"the pipeline file is {len(text):,} characters; the limit is "
+                                      f"{MAX_YAML_BYTES:,} (a pipeline is a few KiB)", file)])
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
+        if node is not None and (n := _expanded_nodes(node, file)) > MAX_YAML_NODES:
+            raise InputError([Problem("", f"YAML aliases expand to {n:,} values, over the limit of "
+                                          f"{MAX_YAML_NODES:,}; write the values out instead of nesting aliases",
+                                      file)])
         data = loader.construct_document(node) if node is not None else None
+    except RecursionError:
+        raise InputError([Problem("", "YAML nested too deeply", file)]) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
         what = " ".join(str(s) for s in (getattr(err, "context", None), getattr(err, "problem", None)) if s)
@@ -497,6 +536,9 @@ def _read_source(source: str | Path | Mapping[str, Any]) -> tuple[Any, str | Non
     path = Path(source)
     name = str(source)
     try:
+        if path.is_file() and path.stat().st_size > MAX_YAML_BYTES:  # refuse before reading it all
+            raise InputError([Problem("", f"the pipeline file is {path.stat().st_size:,} bytes; the limit is "
+                                          f"{MAX_YAML_BYTES:,} (a pipeline is a few KiB)", name)])
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise InputError([Problem("", "no such file", name)]) from None

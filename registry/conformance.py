@@ -254,6 +254,25 @@ def check_cleaner_fitted_pickles(component: ComponentLike) -> None:
     assert a[0].equals(b[0]) and a[1:] == b[1:], "a pickled fitted cleaner cleans differently"
 
 
+def check_cleaner_state_is_data(component: ComponentLike) -> None:
+    """Fitted state saves as data (``forgeline.core.state``) and the reloaded cleaner cleans the same:
+    what ``forgeline apply`` does with a run folder, which it never unpickles."""
+
+    from ..core.catalog import Catalog, Entry
+    from ..core.runfolder import write_atomic
+    from ..core.state import STATE_FILE, load_component, save_component
+
+    cleaner, _, other, result = _clean(component)
+    cls = _cls(component)
+    catalog = Catalog([Entry(cls.kind, cls.name, cls, "conformance-kit", "0", "kit")])
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        save_component(root / "stage", cleaner, "conformance-kit", write_atomic)
+        again = load_component(root / "stage" / STATE_FILE, catalog, root)
+    a, b = _outcome(result), _outcome(again.apply(other, StageContext()))
+    assert a[0].equals(b[0]) and a[1:] == b[1:], "a cleaner reloaded from its saved state cleans differently"
+
+
 # --------------------------------------------------------------------------- augmenters
 
 def check_augmenter_augment(component: ComponentLike) -> None:

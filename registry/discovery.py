@@ -19,13 +19,12 @@ import pluggy
 from pydantic import BaseModel
 
 from ..core import hookspecs
-from ..core.catalog import Broken, Catalog, Entry
+from ..core.catalog import DISABLE_ENV, Broken, Catalog, Entry
 from ..core.components import NAME_RE, Kind
 from ..core.kinds import KindSpec, as_kind, kinds, spec_of
 from ..core.errors import InputError
 
 GROUP = "forgeline.plugins"
-DISABLE_ENV = "FORGELINE_DISABLE_PLUGINS"
 HOOK_PREFIX = "forgeline_"
 
 
@@ -219,7 +218,9 @@ def build_catalog(strict: bool = False, entry_points: Iterable[metadata.EntryPoi
     pm = make_plugin_manager()
     collector = _Collector(strict)
     eps = metadata.entry_points(group=GROUP) if entry_points is None else entry_points
-    sources = load_plugins(pm, eps, collector, disabled_plugins())
+    disabled = disabled_plugins()
+    sources = load_plugins(pm, eps, collector, disabled)
     collect_components(pm, sources, collector)
+    collector.catalog.disabled = tuple(sorted(disabled))
     collector.catalog.hook = pm.hook
     return collector.catalog

@@ -4,7 +4,6 @@ with exactly the weights of an uninterrupted run."""
 from __future__ import annotations
 
 import os
-import pickle
 import signal
 import subprocess
 import sys
@@ -50,8 +49,9 @@ class Payload:
 def test_loading_is_weights_only(tmp_path):
     path = tmp_path / "step-000000001.pt"
     torch.save({"format": 1, "evil": Payload()}, path)
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(InputError, match="not plain tensors .*Unsupported global") as e:
         load_checkpoint(path)
+    assert "weights_only=False" not in str(e.value) and "\n" not in str(e.value)
     with pytest.raises(InputError, match="does not exist"):
         load_checkpoint(tmp_path / "nope.pt")
 
@@ -156,3 +156,44 @@ def test_resume_accepts_a_run_folder_and_continues_to_the_same_weights(tmp_path)
     assert resumed.steps == full.steps == 8
     for a, b in zip(full.module.state_dict().values(), resumed.module.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_a_damaged_checkpoint_is_named_and_the_previous_one_used(tmp_path, capsys):
+    for step in (3, 6, 9):
+        save_checkpoint(tmp_path, {"w": torch.full((2,), float(step))}, step, keep=3)
+    newest = tmp_path / "step-000000009.pt"
+    newest.write_bytes(b"\x00garbage" * 10)
+    assert torch.equal(load_checkpoint(tmp_path)["w"], torch.full((2,), 6.0))
+    err = capsys.readouterr().err
+    assert "step-000000009.pt is damaged" in err and "resuming from the previous checkpoint" in err
+    assert "step-000000006.pt" in err
+    for p in tmp_path.glob("step-*.pt"):
+        p.write_bytes(p.read_bytes()[:40])  # truncated, all of them
+    with pytest.raises(InputError, match="no usable checkpoint") as e:
+        load_checkpoint(tmp_path)
+    assert all(f"step-00000000{s}.pt" in str(e.value) for s in (3, 6, 9)) and "\n" not in str(e.value)
+
+
+def test_resume_continues_from_the_last_good_checkpoint(tmp_path):
+    job = make_job(n=32, epochs=2, batch_size=8, valid=False, checkpoint={"every_steps": 1, "keep": 3})
+    job.checkpoint_dir = tmp_path
+    full = fit(job)
+    newest = latest_checkpoint(tmp_path)
+    newest.write_bytes(newest.read_bytes()[:100])  # a kill while the disk lied about the flush
+    again = make_job(n=32, epochs=2, batch_size=8, valid=False, checkpoint={"every_steps": 1, "keep": 3})
+    again.checkpoint_dir, again.resume_from = tmp_path, tmp_path
+    resumed = fit(again)
+    for a, b in zip(full.module.parameters(), resumed.module.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_partial_files_of_a_killed_writer_are_removed(tmp_path):
+    save_checkpoint(tmp_path, {"w": torch.zeros(2)}, 3, keep=2)
+    partial = [tmp_path / ".step-000000006.pt.k2j_x9", tmp_path / ".weights.pt.a8b7c6"]
+    for p in partial:
+        p.write_bytes(b"partial")
+    (tmp_path / "notes.txt").write_text("kept")
+    assert latest_checkpoint(tmp_path).name == "step-000000003.pt"
+    assert all(p.exists() for p in partial)  # looking is harmless: a live writer may be mid-write
+    assert torch.equal(load_checkpoint(tmp_path)["w"], torch.zeros(2))  # resuming: the writer is gone
+    assert not any(p.exists() for p in partial) and (tmp_path / "notes.txt").exists()

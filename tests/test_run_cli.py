@@ -53,7 +53,8 @@ def test_run_writes_the_full_run_folder(credit_run: Path) -> None:
     assert {"val_loss", "val_accuracy", "val_auc", "test_accuracy"} <= set(m["metrics"])
     assert (credit_run / "model" / "weights.pt").is_file()
     assert list((credit_run / "checkpoints").glob("*.pt"))
-    assert list((credit_run / "stages").glob("clean.*.pkl"))
+    assert list((credit_run / "stages").glob("clean.*/state.json")) and not list(credit_run.rglob("*.pkl"))
+    assert (credit_run / "stages" / "model-inputs" / "state.json").is_file()
     events = {r["event"] for r in records(credit_run)}
     assert {"run", "stage", "step", "epoch"} <= events
 
@@ -183,7 +184,7 @@ def test_a_failing_plugin_is_named_and_finished_stages_are_kept(failing_plugin: 
     run = run_dir(tmp_path / "runs")
     m = json.loads((run / "manifest.json").read_text())
     assert [s["status"] for s in m["stages"]] == ["succeeded", "succeeded", "failed"]
-    assert (run / "stages" / "clean.0-robust-scale.pkl").is_file()  # what finished is kept
+    assert (run / "stages" / "clean.0-robust-scale" / "state.json").is_file()  # what finished is kept
     events = (tmp_path / "runs" / "events.txt").read_text().splitlines()
     assert events == ["started data wine", "finished data wine", "started clean robust-scale",
                       "finished clean robust-scale", "started clean explodes", "run failed StageError"]

@@ -103,8 +103,17 @@ def _print_summary(run_dir: Path, manifest: dict) -> None:
 @click.argument("data", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Where to write the cleaned rows (.csv or .parquet); removed rows go beside it.")
-def apply(run_dir: Path, data: Path, output: Path) -> None:
-    """Clean and transform new DATA (.csv/.parquet) with RUN_DIR's fitted stages."""
+@pass_context
+def apply(ctx: Context, run_dir: Path, data: Path, output: Path) -> None:
+    """Clean and transform new DATA (.csv/.parquet) with RUN_DIR's fitted stages.
+
+    \b
+    What is trusted: the installed forgeline and plugins (the code). What is not: the run
+    folder. Its fitted state is read as data (JSON, numpy .npy without pickle, scikit-learn
+    objects through skops limited to scikit-learn/numpy types); each component's class comes
+    from the installed plugins by name, files outside RUN_DIR are refused, and DATA's columns
+    are checked against the run's schema before any state is read. Nothing in RUN_DIR runs.
+    """
     import pandas as pd
 
     from ..api import open_run
@@ -113,11 +122,9 @@ def apply(run_dir: Path, data: Path, output: Path) -> None:
     for path in (data, output):
         if path.suffix not in readers:
             raise InputError(f"{path}: unknown format {path.suffix!r}; use .csv or .parquet")
-    fitted = open_run(run_dir)
+    fitted = open_run(run_dir, ctx.catalog)
     frame = readers[data.suffix](data)
-    missing = [c.name for c in fitted.schema.columns if c.name not in frame.columns and c.role.value == "feature"]
-    if missing:
-        raise InputError(f"{data}: columns missing that the run was fitted on: {', '.join(missing)}")
+    fitted.check_columns(list(frame.columns), str(data))
     result = fitted.apply(frame)
     write = (lambda f, p: f.to_csv(p)) if output.suffix == ".csv" else (lambda f, p: f.to_parquet(p))
     write(result.table.frame, output)

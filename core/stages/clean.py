@@ -36,7 +36,7 @@ class CleanStage(Stage):
         stem = f"{self.id}-{cleaner.name}"
         report["quarantine"] = env.folder.quarantine(stem, pd.concat(removed)) if removed else None
         report["details"] = results["train"].report
-        report["state"] = env.folder.save_stage(stem, cleaner)
+        report["state"] = env.folder.save_stage(stem, cleaner, self.provider)
         state.fitted.append((self.id, cleaner))
         state.splits = Splits(**{name: r.table for name, r in results.items()})
         return report

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..components import Dataset, Kind
 from ..data import ColumnSpec, Modality, Role, Schema, Table
+from ..datacheck import check_loaded
 from ..errors import InputError, Problem
 from .base import RunState, Splits, Stage, StageEnv
 
@@ -21,7 +22,9 @@ class DataStage(Stage):
 
     def run(self, state: RunState, env: StageEnv) -> dict[str, Any]:
         dataset: Dataset = self.build()
-        table = with_roles(dataset.load(dataset.context), dataset, env.plan.pipeline.data)
+        data = env.plan.pipeline.data
+        table = with_roles(dataset.load(dataset.context), dataset, data)
+        table, checked = check_loaded(table, {n: o.modality for n, o in data.columns.items()})
         if len(table) == 0:
             raise InputError([Problem("data.source", f"{self.name!r} gave an empty table; it needs rows")])
         fp = table.fingerprint()
@@ -32,7 +35,8 @@ class DataStage(Stage):
         env.folder.write_json("stages/splits.json", {name: t.row_ids for name, t in state.splits.items()})
         return dict(rows=len(table), columns=len(table.schema.columns), target=table.target, task=state.task,
                     classes=len(state.classes), fingerprint=fp["sha256"],
-                    splits={name: len(t) for name, t in state.splits.items()}, schema=table.schema.to_dict())
+                    splits={name: len(t) for name, t in state.splits.items()}, schema=table.schema.to_dict(),
+                    **checked)
 
 
 def with_roles(table: Table, dataset: Any, data: Any) -> Table:

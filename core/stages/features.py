@@ -40,7 +40,7 @@ class FeaturesStage(Stage):
                       **transform.report())
         report["probe"] = {"metric": "auc" if state.task == "classification" else "r2",
                            "before": before, "after": state.probe}
-        report["state"] = env.folder.save_stage(f"{self.id}-{transform.name}", transform)
+        report["state"] = env.folder.save_stage(f"{self.id}-{transform.name}", transform, self.provider)
         state.fitted.append((self.id, transform))
         return report
 

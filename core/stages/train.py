@@ -64,7 +64,7 @@ def save_model(result: TrainResult, job: TrainJob, env: StageEnv) -> None:
 
     resolved = env.plan.model
     torch.save(result.module.state_dict(), env.folder.sub("model") / "weights.pt")
-    env.folder.save_stage("model-inputs", job.model)
+    env.folder.save_stage("model-inputs", job.model, resolved.entry.distribution)
     env.folder.write_json("model/model.json", {"model": resolved.entry.name,
                                                "params": resolved.params.model_dump(mode="json"),
                                                "task": job.task, "classes": job.classes,

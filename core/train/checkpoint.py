@@ -49,10 +49,24 @@ def list_checkpoints(directory: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+#: what ``write_atomic`` leaves when a writer is killed mid-write: ``.<name>.<random>``
+_PARTIAL = re.compile(r"^\.(step-\d+\.pt|weights[\w.-]*)\.\w+$")
+
+
 def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
-    """The newest complete checkpoint in ``directory`` (a run's ``checkpoints/``), or None."""
+    """The newest complete checkpoint in ``directory`` (a run's ``checkpoints/``), or None.
+
+    Partial files are left alone here: a live writer may be mid-write (``load_checkpoint``,
+    at resume, removes a killed writer's)."""
     found = list_checkpoints(Path(directory))
     return found[-1] if found else None
+
+
+def _remove_partial(directory: Path) -> None:
+    """Delete what a writer killed mid-write left (never read; a resumed run has no live writer)."""
+    for p in directory.iterdir():
+        if _PARTIAL.match(p.name) and p.is_file():
+            p.unlink(missing_ok=True)
 
 
 def rng_state(generator: torch.Generator | None = None) -> dict[str, Any]:
@@ -118,13 +132,48 @@ def resolve_resume(path: str | os.PathLike) -> Path:
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Read a checkpoint (a file, or the newest in a folder) with ``weights_only=True``:
-    no arbitrary code runs on load."""
-    import torch
+    no arbitrary code runs on load.
 
+    A damaged checkpoint (truncated, garbage, or holding objects that are not tensors) is
+    named on stderr and the previous one in its folder is used instead; when none is usable
+    the InputError names each file and what is wrong with it."""
     path = resolve_resume(path)
     if not path.is_file():
         raise InputError(f"--resume: checkpoint {path} does not exist; point at a run folder with checkpoints/")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    _remove_partial(path.parent)
+    older = [p for p in list_checkpoints(path.parent) if p.name < path.name] if _NAME.match(path.name) else []
+    problems = []
+    for candidate in [path, *reversed(older)]:
+        try:
+            state = _read_checkpoint(candidate)
+        except _Damaged as e:
+            problems.append(f"{candidate} {e}")
+            continue
+        if candidate != path:
+            import sys
+
+            print(f"warning: {'; '.join(problems)}; resuming from the previous checkpoint {candidate}",
+                  file=sys.stderr)
+        return state
+    raise InputError(f"--resume: no usable checkpoint: {'; '.join(problems)}")
+
+
+class _Damaged(Exception):
+    pass
+
+
+def _read_checkpoint(path: Path) -> dict[str, Any]:
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - whatever the reader says, the file is unusable
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        # torch's refusal is a page of advice (weights_only=False: never, for a file we did not write);
+        # keep the line that says what was found
+        detail = next((line for line in lines if "Unsupported" in line), lines[0] if lines else type(e).__name__)
+        detail = detail.split(" Please ")[0]
+        raise _Damaged(f"is damaged or not plain tensors ({type(e).__name__}: {detail})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise InputError(f"--resume: {path} is not a forgeline checkpoint (format {FORMAT})")
+        raise _Damaged(f"is not a forgeline checkpoint (format {FORMAT})")
     return state

@@ -76,7 +76,10 @@ class FileDataset(Dataset):
             return list(ds.dataset(str(self.path), format="parquet").schema.names)
         import pandas as pd
 
-        return [str(c) for c in pd.read_csv(self.path, nrows=0, **self._csv_options()).columns]
+        # the first row as values: read as a header, pandas renames repeated names ("a", "a.1")
+        first = pd.read_csv(self.path, nrows=1, header=None, dtype=str, keep_default_na=False,
+                            **{k: v for k, v in self._csv_options().items() if k != "na_values"})
+        return [str(c) for c in first.iloc[0]] if len(first) else []
 
     # ------------------------------------------------------------------ Dataset protocol
     def problems(self) -> list[tuple[str, str]]:
@@ -99,11 +102,30 @@ class FileDataset(Dataset):
                              f"({type(err).__name__}: {err}); is it a valid {fmt.upper()} file?")]
         if not header:
             return [("path", f"{path} has no columns; a {fmt.upper()} file needs a header row")]
+        twice = sorted({c for c in header if header.count(c) > 1})
+        if twice:
+            return [("path", f"{path}: duplicate column names {', '.join(map(repr, twice))}; every column "
+                             f"needs its own name (rename them in the file)")]
+        nested = self._nested_columns()
+        if nested:
+            return [("path", f"{path}: columns {', '.join(map(repr, nested))} hold lists or records, one value "
+                             f"per cell is needed; flatten them or read the others with columns: [...]")]
         missing = [c for c in self.params.columns or () if c not in header]
         if missing:
             return [("columns", f"{path} has no column {', '.join(map(repr, missing))}; "
                                 f"it has: {', '.join(header)}")]
         return []
+
+    def _nested_columns(self) -> list[str]:
+        """Parquet columns of list/struct/map type (among those read)."""
+        if self.resolved_format() != "parquet":
+            return []
+        import pyarrow as pa
+        import pyarrow.dataset as ds
+
+        schema = ds.dataset(str(self.path), format="parquet").schema
+        return [f.name for f in schema if pa.types.is_nested(f.type)
+                and (not self.params.columns or f.name in self.params.columns)]
 
     def columns(self) -> list[str] | None:
         try:

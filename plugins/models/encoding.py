@@ -3,7 +3,8 @@
 Each encoder learns what it needs on the training split (``fit``), then turns any split into
 one numpy array with one row per table row (``transform``); :class:`EncodedModel` wraps an
 encoder into ``Model.fit_inputs`` / ``Model.inputs``. Encoders hold only small fitted state
-(levels, medians, channel statistics, a vocabulary), so fitted models pickle and stay small.
+(levels, medians, channel statistics, a vocabulary), saved with the run as data
+(:meth:`EncodedModel.state`) and small.
 
 Also here: :func:`lazy_torch_classes`, which lets the model modules define their
 ``nn.Module`` classes without importing torch when the plugin is merely listed.
@@ -11,7 +12,7 @@ Also here: :func:`lazy_torch_classes`, which lets the model modules define their
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Mapping
 
 import numpy as np
 
@@ -278,6 +279,27 @@ class EncodedModel(Model):
 
     def fit_inputs(self, table: Table) -> None:
         self.encoder = self.make_encoder().fit(table)
+
+    def state(self) -> dict[str, Any]:
+        """The fitted encoding as data (levels, medians, vocabulary...): the attributes ``fit`` set."""
+        state = super().state()
+        encoder = getattr(self, "encoder", None)
+        if encoder is not None:
+            unfitted = vars(self.make_encoder())
+            state["encoder"] = {k: v for k, v in vars(encoder).items() if k not in unfitted}
+        return state
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        state = dict(state)
+        fitted = state.pop("encoder", None)
+        super().load_state(state)
+        if fitted is not None:
+            encoder = self.make_encoder()
+            for key, value in fitted.items():
+                if not isinstance(key, str) or key.startswith("_") or key in vars(encoder):
+                    raise ValueError(f"{self.name}: {key!r} is not a fitted attribute of its encoder")
+                setattr(encoder, key, value)
+            self.encoder = encoder
 
     def _fitted(self) -> Encoder:
         encoder = getattr(self, "encoder", None)
