@@ -510,12 +510,13 @@ def check_compressor_compress(component: ComponentLike) -> None:
 
     model, x, y = _tiny_problem()
 
-    def fit(m: torch.nn.Module, epochs: int) -> torch.nn.Module:
+    def fit(m: torch.nn.Module, epochs: int, loss: Callable | None = None) -> torch.nn.Module:
+        loss = loss or torch.nn.functional.cross_entropy  # a compressor may train with its own loss
         optimizer = torch.optim.SGD(m.parameters(), lr=0.1)
         m.train()
         for _ in range(max(1, epochs)):
             optimizer.zero_grad()
-            torch.nn.functional.cross_entropy(m(x), y).backward()
+            loss(m(x), y).backward()
             optimizer.step()
         return m
 

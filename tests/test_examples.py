@@ -50,6 +50,10 @@ def test_training_examples_learn(example: str, sets: list[str], metric: str, flo
     ("credit-risk", ["data.with.rows=600", "train.epochs=1"], "1", ["data-quality", "training"]),
     ("clean-credit", ["data.with.rows=600"], "1", ["data-quality"]),
     ("wine-ddp", ["train.epochs=2"], "2", ["data-quality", "training"]),
+    ("augment-digits", ["train.epochs=1"], "1", ["training"]),
+    ("augment-reviews", ["data.with.rows=200", "train.epochs=1"], "1", ["training"]),
+    ("augment-signals", ["data.with.rows=200", "train.epochs=1"], "1", ["training"]),
+    ("features-credit", ["data.with.rows=800", "train.epochs=1"], "1", ["data-quality", "features", "training"]),
 ])
 def test_other_examples_run_and_report(example: str, sets: list[str], nproc: str, sections: list[str],
                                        tmp_path: Path) -> None:
@@ -63,5 +67,7 @@ def test_other_examples_run_and_report(example: str, sets: list[str], nproc: str
 
 
 def test_every_example_is_run_by_a_test() -> None:
-    ran = {"digits-cnn", "signals-tcn", "credit-risk", "clean-credit", "wine-ddp"}
+    ran = {"digits-cnn", "signals-tcn", "credit-risk", "clean-credit", "wine-ddp", "augment-digits",
+           "augment-reviews", "augment-signals", "features-credit",
+           "tune-compress"}  # tune-compress: tests/test_tune_compress.py, end to end with its report
     assert {p.stem for p in EXAMPLES} <= ran, "run the new example in this file (and check its report)"

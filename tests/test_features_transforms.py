@@ -146,7 +146,7 @@ def test_shap_select_keeps_the_informative_features(params, expected):
 def test_shap_select_writes_ranking_and_plot_into_the_artifacts_folder(tmp_path):
     X, y = informative(300)
     t = ShapSelect(keep=3, background=100)
-    t.context = StageContext(seed=0, artifacts=tmp_path)
+    t.bind(StageContext(seed=0, artifacts=tmp_path))
     t.fit(X, y)
     ranking = pd.read_csv(tmp_path / "shap-ranking.csv")
     assert list(ranking["feature"]) == t.ranking_ and ranking["kept"].sum() == 3

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import assert_self_contained_report
+
 from forgeline.plugins.compress.distill import distillation_loss
 from forgeline.plugins.compress.prune import Prune, n_params, restore
 from forgeline.plugins.compress.qat import QatInt8, int8_modules
@@ -296,3 +298,6 @@ def test_tune_then_compress_example_end_to_end(tmp_path: Path) -> None:
     assert (run / "tune" / "convergence.png").stat().st_size > 1000 and (run / "model" / "compressed.ts").exists()
     with sqlite3.connect(run / "tune" / "study.sqlite") as c:
         assert c.execute("SELECT COUNT(*) FROM trials WHERE status = 'finished'").fetchone()[0] == 2
+    page = assert_self_contained_report(run)
+    for section in ("tuning", "compression", "training"):
+        assert f'<section id="{section}">' in page
