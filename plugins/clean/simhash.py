@@ -58,10 +58,12 @@ def combine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 _WORD = re.compile(r"\w+")
+_DIGIT = re.compile(r"\d")
 
 
-def tokenize(texts: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """Normalised word tokens of every document: (token hashes, document index per token).
+def tokenize(texts: pd.Series, numbers: bool = False) -> tuple[np.ndarray, ...]:
+    """Normalised word tokens of every document: (token hashes, document index per token) and,
+    with ``numbers``, whether each token holds a digit.
 
     Words are the runs of word characters of the lowercased text (punctuation and spacing do
     not count). pyarrow splits on whitespace in C++; the punctuation is stripped once per
@@ -89,7 +91,11 @@ def tokenize(texts: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     total = int(count.sum())
     start = np.repeat(first[codes], count)
     within = np.arange(total) - np.repeat(np.cumsum(count) - count, count)
-    return word_hash[start + within].astype(np.uint64, copy=False), np.repeat(doc, count)
+    out = word_hash[start + within].astype(np.uint64, copy=False), np.repeat(doc, count)
+    if not numbers:
+        return out
+    digit = np.fromiter((_DIGIT.search(w) is not None for w in flat_words), dtype=bool, count=len(flat_words))
+    return *out, digit[start + within]
 
 
 def ngram_levels(hashes: np.ndarray, doc: np.ndarray, ngram: int):
