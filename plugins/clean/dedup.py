@@ -172,7 +172,8 @@ class Dedup(Cleaner):
             return _Prints(feature_hash, row_hash, has_text, fp)
         sets = minhash.shingles(text, self.ngram)
         has_text = sets.sizes > 0
-        sets = sets.take(np.flatnonzero(has_text))
+        if not has_text.all():
+            sets = sets.take(np.flatnonzero(has_text))
         return _Prints(feature_hash, row_hash, has_text, minhash.signatures(sets, p.num_perm, MINHASH_SEED), sets)
 
     # ----------------------------------------------------------------- apply

@@ -9,9 +9,8 @@ measures the difference). The method is the standard one (Broder 1997; Leskovec 
   64 bits (:func:`forgeline.plugins.clean.simhash.tokenize`, the top 40 bits kept), in one
   sorted flat array with per-document offsets (CSR layout);
 * signatures: ``num_perm`` multiply-shift universal hash functions
-  ``h(x) = (a x + b) >> 32`` (a odd, 64-bit arithmetic modulo 2^64; Dietzfelbinger et al.
-  1997), each applied to all shingles at once, the minimum per document by
-  ``np.minimum.reduceat``;
+  ``h(x) = (a x mod 2^64) >> 32`` (a random and odd; Dietzfelbinger et al. 1997), each applied
+  to all shingles at once, the minimum per document by ``np.minimum.reduceat``;
 * banding: ``bands`` bands of ``rows`` values each are hashed to one 64-bit key per
   (document, band); documents sharing any key are candidates (one sort for all bands);
   ``rows`` is chosen so that a pair at the threshold Jaccard becomes a candidate with
@@ -94,36 +93,34 @@ def shingles(texts: pd.Series, ngram: int, number_weight: int = NUMBER_WEIGHT) -
     return Shingles(feats, starts)
 
 
-def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """The multiply-shift parameters (a odd, b) of ``num_perm`` hash functions."""
+def multipliers(num_perm: int, seed: int) -> np.ndarray:
+    """The odd 64-bit multipliers of ``num_perm`` multiply-shift hash functions."""
     rng = np.random.default_rng(seed)
-    a = rng.integers(0, 2**63, num_perm, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
-    b = rng.integers(0, 2**63, num_perm, dtype=np.uint64)
-    return a, b
+    return rng.integers(0, 2**63, num_perm, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
 
 
 def signatures(sets: Shingles, num_perm: int, seed: int) -> np.ndarray:
     """uint32 (documents x ``num_perm``) MinHash signatures; documents without shingles get
     all-ones rows (they never match: callers leave them out).
 
-    One hash function at a time over all shingles: the working array stays in cache, which
-    is several times faster than a (shingles x perms) block.
+    Hash function k is ``h_k(x) = (a_k x mod 2^64) >> 32``. The shift is monotone, so it is
+    applied to each document's minimum product instead of every shingle; and one function at
+    a time over all shingles keeps the working array in cache, several times faster than a
+    (shingles x perms) block.
     """
-    a, b = permutations(num_perm, seed)
+    a = multipliers(num_perm, seed)
     n = len(sets.starts) - 1
     out = np.full((num_perm, n), np.iinfo(np.uint32).max, dtype=np.uint32)
     docs = np.flatnonzero(sets.sizes)
     if not len(docs):
-        return out.T.copy()
+        return np.ascontiguousarray(out.T)
     x = sets.hashes
     starts = sets.starts[docs]
     h = np.empty_like(x)
     with np.errstate(over="ignore"):
-        for p in range(num_perm):
-            np.multiply(x, a[p], out=h)
-            h += b[p]
-            h >>= np.uint64(32)
-            out[p, docs] = np.minimum.reduceat(h, starts)
+        for k in range(num_perm):
+            np.multiply(x, a[k], out=h)
+            out[k, docs] = np.minimum.reduceat(h, starts) >> np.uint64(32)
     return np.ascontiguousarray(out.T)
 
 
