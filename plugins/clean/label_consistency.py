@@ -10,7 +10,7 @@ from pydantic import Field
 
 from forgeline.core import Cleaner, CleanResult, InputError, Modality, Params, StageContext, Table
 
-from ._columns import no_rows_removed, removed_rows, require_rows, select_columns
+from ._columns import no_rows_removed, plain, removed_rows, require_rows, select_columns
 
 REVIEW_FILE = "label_review.csv"
 
@@ -266,8 +266,8 @@ class LabelConsistency(Cleaner):
         target = table.target
         removed, kept = no_rows_removed(table.frame), table
         if action == "drop":
-            reasons = np.array([f"label {g!r} suspect, model suggests {s!r}" for g, s in zip(given, suggested)],
-                               dtype=object)
+            reasons = np.array([f"label {plain(g)!r} suspect, model suggests {plain(s)!r}"
+                                for g, s in zip(given, suggested)], dtype=object)
             removed = removed_rows(table.frame, found.mask, reasons)
             kept = table.take_mask(~found.mask)
         elif action == "relabel":
