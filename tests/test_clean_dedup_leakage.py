@@ -195,8 +195,11 @@ def test_fitted_state_pickles_and_holds_fingerprints_not_rows(method):
     blob = pickle.dumps(cleaner)
     for text in train.frame["comment"]:
         assert text.encode() not in blob
-    # ids, two row hashes and text positions (8 bytes each) + a SimHash (8) or a signature (4 x 128)
-    per_row = 8 * 4 + (8 if method == "simhash" else 4 * 128)
+    # ids, two row hashes and text positions (8 bytes each) + a SimHash (8) or the hashed word
+    # set (8 bytes a distinct word, three for a word with a digit, plus its offset)
+    words = np.mean([sum(3 if any(ch.isdigit() for ch in w) else 1 for w in set(t.lower().split()))
+                     for t in train.frame["comment"]])
+    per_row = 8 * 4 + (8 if method == "simhash" else 8 * words + 8)
     assert len(blob) < 1.2 * per_row * len(train) + 4000  # a row's text alone is ~600 bytes
     again = pickle.loads(blob)
     a, b = cleaner.apply(test), again.apply(test)

@@ -2,7 +2,7 @@
 
 Outliers by the 3-sigma rule, missing values by median fill or multiple imputation,
 near-duplicates by SimHash, label consistency by cross-validation, robust scaling.
-Each module imports pandas/scikit-learn/datasketch only when a cleaner runs.
+Each module imports pandas/scikit-learn only when a cleaner runs.
 """
 
 from __future__ import annotations

@@ -80,6 +80,22 @@ def replace_columns(frame: pd.DataFrame, columns: list[str], values: np.ndarray)
     return out[list(frame.columns)]
 
 
+def plain(value):
+    """A numpy scalar as the Python value it holds (``0``, not ``np.int64(0)``) for messages."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def require_finite(values: np.ndarray, columns: list[str], row_ids: np.ndarray, stage: str) -> None:
+    """Every value must be finite or missing (scaling an infinity gives no usable number)."""
+    inf = np.isinf(values)
+    if inf.any():
+        j = int(np.flatnonzero(inf.any(axis=0))[0])
+        first = row_ids[np.flatnonzero(inf[:, j])[0]]
+        raise InputError(f"{stage}: column {columns[j]!r} has {int(inf[:, j].sum())} infinite values "
+                         f"(first at row id {plain(first)}); finite numbers are needed: clip or drop them "
+                         f"first (sigma-outliers with action clip or drop) or fix the input")
+
+
 def removed_rows(frame: pd.DataFrame, mask: np.ndarray, reasons: np.ndarray | str) -> pd.DataFrame:
     """The rows where ``mask`` is true, as they came in, with a ``reason`` column."""
     out = frame.loc[mask].copy()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -11,29 +10,29 @@ from pydantic import Field
 
 from forgeline.core import Cleaner, CleanResult, InputError, Modality, Params, StageContext, Table
 
-from . import simhash
+from . import minhash, simhash
 from ._columns import removed_rows, require_rows, select_columns
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
-    from datasketch import MinHashLSH
 
 #: clusters listed one by one in the report (the counts cover all of them)
 REPORTED_CLUSTERS = 20
 
 
 class DedupParams(Params):
-    method: Literal["simhash", "minhash", "exact"] = Field(
-        "simhash", description="near-duplicate text by 64-bit SimHash, by MinHash LSH (datasketch), "
-        "or exact duplicates only")
+    method: Literal["minhash", "simhash", "exact"] = Field(
+        "minhash", description="near-duplicate text by MinHash LSH with exact Jaccard verification, by "
+        "64-bit SimHash (faster, less precise), or exact duplicates only")
     columns: list[str] | None = Field(None, description="text columns compared for near-duplicates "
                                       "(None = every text feature)")
     exact: bool = Field(True, description="also remove rows whose feature and target values are all equal")
     max_distance: int = Field(3, ge=0, le=16, description="simhash: largest Hamming distance (of 64 bits) "
                               "between near-duplicates")
-    ngram: int = Field(2, ge=1, le=5, description="simhash/minhash: word n-grams up to this length are "
-                       "the features")
-    threshold: float = Field(0.8, gt=0, lt=1, description="minhash: Jaccard similarity of near-duplicates")
+    ngram: int | None = Field(None, ge=1, le=5, description="word n-grams up to this length are the "
+                              "features (None = 1 for minhash: word sets, robust to reordering; 2 for simhash)")
+    threshold: float = Field(0.8, gt=0, lt=1, description="minhash: smallest Jaccard similarity of the word "
+                             "n-gram sets of near-duplicates (0.8: about one word in ten changed)")
     num_perm: int = Field(128, ge=16, le=1024, description="minhash: permutations per signature")
     against_training: bool = Field(True, description="on any other split (validation, test, new data) also "
                                    "remove rows that are exact or near duplicates of a training row "
@@ -52,27 +51,28 @@ class _Prints:
     feature_hash: np.ndarray | None  #: uint64 per row over the feature columns (None: no feature)
     row_hash: np.ndarray | None  #: uint64 per row over the features and the target (= feature_hash without one)
     has_text: np.ndarray  #: bool per row: the joined text has a token
-    text: np.ndarray | None  #: simhash: uint64 per row; minhash: uint32 (rows with text) x num_perm
-    signatures: list | None = None  #: minhash: datasketch MinHash objects of the rows with text
+    text: np.ndarray | None  #: simhash: uint64 per row; minhash: uint32 signatures (rows with text) x num_perm
+    sets: minhash.Shingles | None = None  #: minhash: the n-gram sets of the rows with text
 
 
 class Dedup(Cleaner):
     """Removes exact duplicate rows and near-duplicate texts, keeping the lowest row id of each cluster.
 
     Exact duplicates share a hash of every feature and target value. Near-duplicates of the
-    text columns (joined with a space when several) are pairs of 64-bit SimHash fingerprints
-    within ``max_distance`` bits, found through a block-permutation index, or pairs that
-    datasketch's MinHash LSH finds above a Jaccard ``threshold``. Pairs are joined into
+    text columns (joined with a space when several) are, by default, pairs whose sets of words
+    (word n-grams) have a Jaccard similarity of at least ``threshold``: MinHash LSH finds the
+    candidates for all rows at once and each candidate pair is checked on its exact sets
+    (:mod:`~forgeline.plugins.clean.minhash`); or pairs of 64-bit SimHash fingerprints within
+    ``max_distance`` bits, found through a block-permutation index. Pairs are joined into
     clusters; the lowest row id of each survives and the rest go to quarantine with the id
     they duplicate. Rows with empty text take part only in exact matching.
 
     ``fit`` keeps fingerprints of the training rows, never the rows: their row ids and row
     hashes (8 bytes each; 8 more for a features-only hash when there is a target) plus, per
-    row with text, its position (8 bytes) and its 64-bit SimHash (8 bytes) or its MinHash
-    signature (4 x ``num_perm`` bytes with datasketch's default scheme, 512 at 128): about
-    40 bytes a training row for simhash, 0.5 KiB for minhash. The minhash LSH index over the
-    signatures stays in memory once built but is not pickled (a reloaded cleaner rebuilds
-    it on its first apply).
+    row with text, its position (8 bytes) and its 64-bit SimHash (8 bytes) or its set of
+    hashed n-grams (8 bytes per distinct n-gram, plus 8): about 40 bytes a training row for
+    simhash, about 8 bytes per distinct word for minhash. The training signatures are
+    recomputed from the sets on the first apply and kept in memory only.
 
     ``fit_apply`` on the training split looks for duplicates within it. ``apply`` on any
     other table removes its internal duplicates the same way and, with ``against_training``,
@@ -98,7 +98,7 @@ class Dedup(Cleaner):
     def fit_apply(self, table: Table, ctx: StageContext | None = None) -> CleanResult:
         """Fit on the training split and remove its duplicates, fingerprinting it only once."""
         prints = self._fit(table)
-        return self._clean(table, prints, against_training=False, keep_index=True)
+        return self._clean(table, prints, against_training=False)
 
     def _fit(self, table: Table) -> _Prints:
         require_rows(table, self.name)
@@ -114,35 +114,37 @@ class Dedup(Cleaner):
         has_text = prints.has_text[order]
         self.train_text_pos_ = np.flatnonzero(has_text)
         self.train_text_ = None
-        self.train_scheme_ = None
+        self.train_shingle_starts_ = None
         if self.params.method == "simhash":
             self.train_text_ = prints.text[order][has_text]
         elif self.params.method == "minhash":
-            # signatures stay in the table's order (the keys of the LSH index fit_apply builds
-            # anyway); train_text_pos_ gives each one's place among the id-sorted training rows
+            # n-gram sets stay in the table's order; train_text_pos_ gives each one's place
+            # among the id-sorted training rows
             rank = np.empty(len(order), np.int64)
             rank[order] = np.arange(len(order))
             self.train_text_pos_ = rank[np.flatnonzero(prints.has_text)]
-            self.train_text_ = prints.text
-            self.train_scheme_ = prints.signatures[0].scheme if prints.signatures else None
-        self._train_lsh = None
+            self.train_text_ = prints.sets.hashes
+            self.train_shingle_starts_ = prints.sets.starts
+            self._train_signatures = prints.text
         return prints
 
+    @property
+    def ngram(self) -> int:
+        """Word n-grams up to this length: the parameter, or the method's default."""
+        return self.params.ngram or (1 if self.params.method == "minhash" else 2)
+
     def __getstate__(self) -> dict[str, Any]:
-        # the LSH index is rebuilt from the signatures when needed: pickles stay compact
+        # the training signatures are recomputed from the n-gram sets: pickles stay compact
         state = super().__getstate__()
-        state.pop("_train_lsh", None)
+        state.pop("_train_signatures", None)
         return state
 
-    def _training_lsh(self) -> MinHashLSH:
-        """datasketch MinHashLSH over the training signatures (keys = their index), built once."""
-        from datasketch import LeanMinHash
-
-        if getattr(self, "_train_lsh", None) is None:
-            self._train_lsh = _minhash_lsh(
-                (LeanMinHash(seed=MINHASH_SEED, hashvalues=v, scheme=self.train_scheme_) for v in self.train_text_),
-                self.params.threshold, self.params.num_perm)
-        return self._train_lsh
+    def _training_sets(self) -> tuple[minhash.Shingles, np.ndarray]:
+        """The training n-gram sets and their signatures (computed once, not saved)."""
+        sets = minhash.Shingles(self.train_text_, self.train_shingle_starts_)
+        if getattr(self, "_train_signatures", None) is None:
+            self._train_signatures = minhash.signatures(sets, self.params.num_perm, MINHASH_SEED)
+        return sets, self._train_signatures
 
     def _text_columns(self, table: Table) -> list[str]:
         import pandas as pd
@@ -166,12 +168,13 @@ class Dedup(Cleaner):
         text = self._joined_text(table.frame, self.text_columns_)
         p = self.params
         if p.method == "simhash":
-            fp, has_text = simhash.fingerprints(text, ngram=p.ngram)
+            fp, has_text = simhash.fingerprints(text, ngram=self.ngram)
             return _Prints(feature_hash, row_hash, has_text, fp)
-        sigs, has_text = _minhash_signatures(text, p.num_perm, p.ngram, MINHASH_SEED)
-        values = (np.stack([s.hashvalues for s in sigs]) if sigs
-                  else np.empty((0, p.num_perm), np.uint32))
-        return _Prints(feature_hash, row_hash, has_text, values, sigs)
+        sets = minhash.shingles(text, self.ngram)
+        has_text = sets.sizes > 0
+        if not has_text.all():
+            sets = sets.take(np.flatnonzero(has_text))
+        return _Prints(feature_hash, row_hash, has_text, minhash.signatures(sets, p.num_perm, MINHASH_SEED), sets)
 
     # ----------------------------------------------------------------- apply
 
@@ -192,7 +195,7 @@ class Dedup(Cleaner):
         result.report["against_training"] = against
         return result
 
-    def _clean(self, table: Table, prints: _Prints, against_training: bool, keep_index: bool = False) -> CleanResult:
+    def _clean(self, table: Table, prints: _Prints, against_training: bool) -> CleanResult:
         n = len(table)
         ids = table.row_ids
         # survivor position of each row: a row removed as an exact copy points at its first copy
@@ -210,7 +213,7 @@ class Dedup(Cleaner):
             asked = ~self._training_rows_themselves(ids, probe, reference)
         near_training = None
         if self.text_columns_ and n:
-            ni, nj, near_training = self._near_matches(prints, asked, keep_index)
+            ni, nj, near_training = self._near_matches(prints, asked)
             links_i.append(ni)
             links_j.append(nj)
             report["rows_without_text"] = int((~prints.has_text).sum())
@@ -258,12 +261,11 @@ class Dedup(Cleaner):
 
     # ----------------------------------------------------------------- matching
 
-    def _near_matches(self, prints: _Prints, asked: np.ndarray | None, keep_index: bool = False
+    def _near_matches(self, prints: _Prints, asked: np.ndarray | None
                       ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray] | None]:
         """Near pairs (i, j) inside the table and, for the rows ``asked`` (None: no training
         comparison), each one's nearest training row: (row positions, training positions,
-        Hamming distance or Jaccard similarity). ``keep_index``: the table is the training
-        split; minhash keeps its LSH index for later applies."""
+        Hamming distance or Jaccard similarity)."""
         p = self.params
         pos = np.flatnonzero(prints.has_text)
         against = asked is not None and len(self.train_text_pos_) > 0
@@ -276,15 +278,14 @@ class Dedup(Cleaner):
                 qi, ri, dist = simhash.nearest_in(fp[queried], self.train_text_, p.max_distance)
                 training = (pos[queried[qi]], self.train_text_pos_[ri], dist)
             return pos[i], pos[j], training
-        lsh = _minhash_lsh(prints.signatures, p.threshold, p.num_perm)
-        if keep_index:
-            self._train_lsh = lsh
-        i, j = _minhash_pairs(lsh, prints.signatures, prints.text, p.threshold)
+        i, j = minhash.near_pairs(prints.sets, prints.text, p.threshold)
         if not against:
             return pos[i], pos[j], None
-        qi, ri, sim = _minhash_nearest(self._training_lsh(), prints.signatures, prints.text, asked[pos],
-                                       self.train_text_, self.train_text_pos_, p.threshold)
-        return pos[i], pos[j], (pos[qi], self.train_text_pos_[ri], sim)
+        queried = np.flatnonzero(asked[pos])
+        train_sets, train_sigs = self._training_sets()
+        qi, ri, sim = minhash.nearest_in(prints.sets.take(queried), prints.text[queried], train_sets, train_sigs,
+                                         p.threshold, ref_rank=self.train_text_pos_)
+        return pos[i], pos[j], (pos[queried[qi]], self.train_text_pos_[ri], sim)
 
     def _training_hashes(self, table: Table, prints: _Prints) -> tuple[np.ndarray | None, np.ndarray | None]:
         """This table's row hashes comparable with the stored training ones, and those: over
@@ -400,76 +401,3 @@ def _exact_pairs(row_hash: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     order = np.argsort(codes, kind="stable")
     same = codes[order][1:] == codes[order][:-1]
     return order[:-1][same], order[1:][same]
-
-
-def _minhash_signatures(text: pd.Series, num_perm: int, ngram: int, seed: int) -> tuple[list, np.ndarray]:
-    """datasketch MinHash signatures of the word n-grams of each document with any, and which had."""
-    from datasketch import MinHash
-
-    hashes, doc = simhash.tokenize(text)
-    n = len(text)
-    shingles: list[list[bytes]] = [[] for _ in range(n)]
-    for feats, fdoc in simhash.ngram_levels(hashes, doc, ngram):
-        starts = np.flatnonzero(np.r_[True, fdoc[1:] != fdoc[:-1]]) if len(fdoc) else np.empty(0, np.int64)
-        for d_, chunk in zip(fdoc[starts], np.split(feats, starts[1:])):
-            shingles[d_].extend(chunk.tobytes()[k:k + 8] for k in range(0, 8 * len(chunk), 8))
-    has_text = np.array([bool(s) for s in shingles], dtype=bool)
-    sigs = MinHash.bulk([shingles[p] for p in np.flatnonzero(has_text)], num_perm=num_perm, seed=seed)
-    return sigs, has_text
-
-
-#: candidate pairs whose signatures are compared at once (bounds the temporary arrays)
-_SIGNATURE_PAIRS_AT_ONCE = 100_000
-
-
-def _minhash_lsh(signatures: Iterable, threshold: float, num_perm: int) -> MinHashLSH:
-    """A datasketch MinHashLSH holding the signatures under keys 0, 1, 2, ..."""
-    from datasketch import MinHashLSH
-
-    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
-    with lsh.insertion_session() as session:
-        for k, sig in enumerate(signatures):
-            session.insert(k, sig, check_duplication=False)
-    return lsh
-
-
-def _similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Estimated Jaccard of row-aligned signatures: the share of equal values (as
-    ``MinHash.jaccard``), vectorised in chunks."""
-    sim = np.empty(len(a))
-    for s in range(0, len(a), _SIGNATURE_PAIRS_AT_ONCE):
-        e = s + _SIGNATURE_PAIRS_AT_ONCE
-        sim[s:e] = np.count_nonzero(a[s:e] == b[s:e], axis=1) / np.float64(a.shape[1])
-    return sim
-
-
-def _minhash_pairs(lsh: MinHashLSH, sigs: list, values: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs (i < j) of the signatures in ``lsh`` (keys = their index) above ``threshold``."""
-    cand_i, cand_j = [], []
-    for k, sig in enumerate(sigs):
-        for other in lsh.query(sig):
-            if other > k:
-                cand_i.append(k)
-                cand_j.append(other)
-    i, j = np.asarray(cand_i, np.int64), np.asarray(cand_j, np.int64)
-    close = _similarity(values[i], values[j]) >= threshold
-    return i[close], j[close]
-
-
-def _minhash_nearest(train_lsh: MinHashLSH, sigs: list, values: np.ndarray, asked: np.ndarray, train_values: np.ndarray,
-                     train_rank: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For each ``asked`` signature, the most similar training signature above ``threshold``
-    (lowest ``train_rank``, i.e. row id, on a tie): (index, training index, similarity)."""
-    cand_q, cand_t = [], []
-    for k in np.flatnonzero(asked):
-        found = train_lsh.query(sigs[k])
-        cand_q.extend([k] * len(found))
-        cand_t.extend(found)
-    q, t = np.asarray(cand_q, np.int64), np.asarray(cand_t, np.int64)
-    sim = _similarity(values[q], train_values[t])
-    close = sim >= threshold
-    q, t, sim = q[close], t[close], sim[close]
-    best = np.lexsort((train_rank[t], -sim, q))
-    first = np.r_[True, q[best][1:] != q[best][:-1]] if len(best) else np.empty(0, bool)
-    best = best[first]
-    return q[best], t[best], sim[best]

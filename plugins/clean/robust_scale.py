@@ -9,7 +9,7 @@ from pydantic import Field, model_validator
 
 from forgeline.core import Cleaner, CleanResult, InputError, Modality, Params, StageContext, Table
 
-from ._columns import (column_stats, no_rows_removed, numeric_block, replace_columns,
+from ._columns import (column_stats, no_rows_removed, numeric_block, replace_columns, require_finite,
                        require_not_all_missing, require_numeric, require_rows, select_columns)
 
 
@@ -34,7 +34,8 @@ class RobustScale(Cleaner):
     """Centres numeric features on the training median and scales by the interquartile range.
 
     Fitting is scikit-learn's ``RobustScaler`` on the training split; applying reuses its
-    ``center_``/``scale_`` on any split. No row is removed and nothing is flagged.
+    ``center_``/``scale_`` on any split. No row is removed and nothing is flagged. An infinite
+    value is an error naming the column (sigma-outliers before it clips or drops them).
     """
 
     name = "robust-scale"
@@ -50,6 +51,7 @@ class RobustScale(Cleaner):
         require_not_all_missing(table.frame, cols, self.name)
         # column-major so that RobustScaler's per-column percentiles read contiguous memory
         X = np.asfortranarray(numeric_block(table.frame, cols))
+        require_finite(X, cols, table.row_ids, self.name)
         p = self.params
         self.scaler_ = RobustScaler(quantile_range=tuple(p.quantile_range), with_centering=p.with_centering,
                                     with_scaling=p.with_scaling, unit_variance=p.unit_variance,
@@ -63,6 +65,7 @@ class RobustScale(Cleaner):
                 raise InputError(f"{self.name}: column {c!r} was fitted but is not in this table")
         require_numeric(table.frame, self.columns_, self.name)
         X = numeric_block(table.frame, self.columns_)
+        require_finite(X, self.columns_, table.row_ids, self.name)
         before = column_stats(X, self.columns_)
         # the same arithmetic as RobustScaler.transform, in place on our own copy
         if self.scaler_.center_ is not None:

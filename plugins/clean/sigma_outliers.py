@@ -10,8 +10,8 @@ from pydantic import Field
 
 from forgeline.core import Cleaner, CleanResult, Modality, Params, StageContext, Table
 
-from ._columns import (column_stats, nan_moments, no_rows_removed, numeric_block, removed_rows, replace_columns,
-                       require_not_all_missing, require_numeric, require_rows, select_columns)
+from ._columns import (column_stats, nan_moments, no_rows_removed, numeric_block, removed_rows,
+                       replace_columns, require_not_all_missing, require_numeric, require_rows, select_columns)
 
 #: MAD * 1.4826 estimates the standard deviation of normally distributed data
 MAD_TO_STD = 1.4826
@@ -31,7 +31,10 @@ class SigmaOutliers(Cleaner):
 
     Centre and spread are fitted on the training split only and reused on every other split.
     Columns with zero spread in training are never flagged (every deviation would count).
-    Missing values are left alone (they are the imputer's job).
+    Missing values are left alone (they are the imputer's job). +inf and -inf are outliers of
+    their column whatever the bounds (the fit ignores them): flagged, clipped to the bound on
+    their side (the training centre in a zero-spread column) or dropped, and counted in the
+    report under ``infinite_values``.
     """
 
     name = "sigma-outliers"
@@ -45,6 +48,7 @@ class SigmaOutliers(Cleaner):
         require_numeric(table.frame, cols, self.name)
         require_not_all_missing(table.frame, cols, self.name)
         X = numeric_block(table.frame, cols)
+        X[np.isinf(X)] = np.nan  # the statistics of the finite values
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # a single observed value: std is 0
             if self.params.robust:
@@ -69,8 +73,9 @@ class SigmaOutliers(Cleaner):
         half = np.where(usable, self.params.k * self.spread_, np.inf)
         lo, hi = self.centre_ - half, self.centre_ + half
         # NaN compares false on both sides, so missing values are never outliers
+        inf = np.isinf(X)
         low, high = X < lo, X > hi
-        out = low | high
+        out = low | high | inf
         row_out = out.any(axis=1)
         flagged = table.row_ids[row_out]
         before = column_stats(X, cols)
@@ -78,6 +83,8 @@ class SigmaOutliers(Cleaner):
         frame, removed = table.frame, no_rows_removed(table.frame)
         if action == "clip":
             np.clip(X, lo, hi, out=X)
+            still = np.isinf(X)  # zero-spread columns have infinite bounds: their centre instead
+            X[still] = np.broadcast_to(self.centre_, X.shape)[still]
             frame = replace_columns(table.frame, cols, X)
             after_values = X
         elif action == "drop":
@@ -93,6 +100,7 @@ class SigmaOutliers(Cleaner):
             "rows_in": len(table), "rows_with_outliers": int(row_out.sum()),
             "rows_removed": len(removed), "values_flagged": int(per_col.sum()),
             "outliers_per_column": {c: int(n) for c, n in zip(cols, per_col)},
+            "infinite_values": {c: int(n) for c, n in zip(cols, inf.sum(axis=0)) if n},
             "bounds": {c: [float(a), float(b)] for c, a, b in zip(cols, lo, hi)},
             "constant_columns_skipped": [c for c, u in zip(cols, usable) if not u],
             "before": before,
@@ -106,5 +114,5 @@ class SigmaOutliers(Cleaner):
         reasons = np.empty(len(row_out), dtype=object)
         names = np.array(cols, dtype=object)
         for i in np.flatnonzero(row_out):
-            reasons[i] = "outlier in " + ", ".join(names[out[i]])
+            reasons[i] = "outlier in " + ", ".join(map(str, names[out[i]]))
         return reasons

@@ -58,10 +58,12 @@ def combine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 _WORD = re.compile(r"\w+")
+_DIGIT = re.compile(r"\d")
 
 
-def tokenize(texts: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """Normalised word tokens of every document: (token hashes, document index per token).
+def tokenize(texts: pd.Series, numbers: bool = False) -> tuple[np.ndarray, ...]:
+    """Normalised word tokens of every document: (token hashes, document index per token) and,
+    with ``numbers``, whether each token holds a digit.
 
     Words are the runs of word characters of the lowercased text (punctuation and spacing do
     not count). pyarrow splits on whitespace in C++; the punctuation is stripped once per
@@ -73,7 +75,10 @@ def tokenize(texts: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     import pyarrow.compute as pc
 
     arr = pa.array(texts.to_numpy(dtype=object), type=pa.large_string(), from_pandas=True)
-    pieces = pc.utf8_split_whitespace(pc.utf8_lower(arr))
+    # the ASCII kernels are faster and, on ASCII text, give the same pieces
+    ascii = pc.all(pc.string_is_ascii(arr)).as_py() is not False
+    lower, split = (pc.ascii_lower, pc.ascii_split_whitespace) if ascii else (pc.utf8_lower, pc.utf8_split_whitespace)
+    pieces = split(lower(arr))
     doc = pc.list_parent_indices(pieces).to_numpy(zero_copy_only=False).astype(np.int64)
     encoded = pc.dictionary_encode(pc.list_flatten(pieces))
     codes = encoded.indices.to_numpy(zero_copy_only=False)
@@ -86,10 +91,18 @@ def tokenize(texts: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     # expand every piece occurrence into its words: piece c owns word_hash[first[c]:first[c]+n_words[c]]
     first = np.cumsum(n_words) - n_words
     count = n_words[codes]
-    total = int(count.sum())
-    start = np.repeat(first[codes], count)
-    within = np.arange(total) - np.repeat(np.cumsum(count) - count, count)
-    return word_hash[start + within].astype(np.uint64, copy=False), np.repeat(doc, count)
+    if n_words.max(initial=0) <= 1:  # no piece holds two words: no expansion, drop the empty pieces
+        keep = count.astype(bool)
+        word, doc = first[codes[keep]], doc[keep]
+    else:
+        total = int(count.sum())
+        within = np.arange(total) - np.repeat(np.cumsum(count) - count, count)
+        word, doc = np.repeat(first[codes], count) + within, np.repeat(doc, count)
+    out = word_hash[word].astype(np.uint64, copy=False), doc
+    if not numbers:
+        return out
+    digit = np.fromiter((_DIGIT.search(w) is not None for w in flat_words), dtype=bool, count=len(flat_words))
+    return *out, digit[word]
 
 
 def ngram_levels(hashes: np.ndarray, doc: np.ndarray, ngram: int):

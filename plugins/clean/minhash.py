@@ -1,0 +1,260 @@
+"""MinHash LSH for all documents at once, in numpy, with exact Jaccard verification.
+
+Written by hand because the libraries compute one document at a time: datasketch's
+``MinHash``/``MinHashLSH`` loop in Python per document and per band (``benchmarks/clean.py``
+measures the difference). The method is the standard one (Broder 1997; Leskovec et al.,
+*Mining of Massive Datasets*, ch. 3):
+
+* shingles: the distinct word n-grams (``1..ngram`` words) of each document, hashed once to
+  64 bits (:func:`forgeline.plugins.clean.simhash.tokenize`, the top 40 bits kept), in one
+  sorted flat array with per-document offsets (CSR layout);
+* signatures: ``num_perm`` multiply-shift universal hash functions
+  ``h(x) = (a x mod 2^64) >> 32`` (a random and odd; Dietzfelbinger et al. 1997), each applied
+  to all shingles at once, the minimum per document by ``np.minimum.reduceat``;
+* banding: ``bands`` bands of ``rows`` values each are hashed to one 64-bit key per
+  (document, band); documents sharing any key are candidates (one sort for all bands);
+  ``rows`` is chosen so that a pair at the threshold Jaccard becomes a candidate with
+  probability >= 0.995;
+* verification: candidates whose signatures agree far too little are dropped (5 standard
+  errors below the threshold), then every remaining pair's *exact* Jaccard of the shingle sets (a sparse
+  document x shingle matrix, row-wise products), so precision does not depend on the
+  signature's estimate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from . import simhash
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+#: probability that a pair exactly at the threshold becomes a candidate (banding S-curve)
+CANDIDATE_PROBABILITY = 0.995
+#: candidate pairs verified at once (the pair number shares a uint64 with a shingle)
+_PAIRS_AT_ONCE = 100_000
+
+
+@dataclass
+class Shingles:
+    """Distinct shingle hashes of each document: ``hashes[starts[d]:starts[d + 1]]`` (sorted)."""
+
+    hashes: np.ndarray  #: uint64
+    starts: np.ndarray  #: int64, length documents + 1
+
+    @property
+    def sizes(self) -> np.ndarray:
+        return np.diff(self.starts)
+
+    def take(self, docs: np.ndarray) -> Shingles:
+        """The shingle sets of ``docs`` (in that order)."""
+        sizes = self.sizes[docs]
+        starts = np.r_[0, np.cumsum(sizes)].astype(np.int64)
+        within = np.arange(int(starts[-1])) - np.repeat(starts[:-1], sizes)
+        return Shingles(self.hashes[np.repeat(self.starts[docs], sizes) + within], starts)
+
+
+#: a word with a digit (a reference, an amount, a date) counts this many times: texts built
+#: from the same template that differ in their numbers are different records, while edited
+#: copies keep them (Jaccard of a 20-word note with another reference number: 0.91 -> 0.77)
+NUMBER_WEIGHT = 3
+#: bits kept of each shingle's 64-bit hash: room for the document number in one sort key
+#: (2^40 values: a chance collision is expected only past about a million distinct shingles)
+SHINGLE_BITS = 40
+_DOC_BITS = 64 - SHINGLE_BITS
+
+
+def shingles(texts: pd.Series, ngram: int, number_weight: int = NUMBER_WEIGHT) -> Shingles:
+    """The distinct word 1..``ngram``-grams of every document (same tokens as SimHash); a word
+    holding a digit counts ``number_weight`` times (as that many distinct shingles)."""
+    hashes, doc, digit = simhash.tokenize(texts, numbers=True)
+    feats, docs = map(list, zip(*simhash.ngram_levels(hashes, doc, ngram)))
+    for k in range(1, number_weight):
+        feats.append(simhash.combine(hashes[digit], np.full(int(digit.sum()), k, np.uint64)))
+        docs.append(doc[digit])
+    feats = np.concatenate(feats) >> np.uint64(64 - SHINGLE_BITS)
+    docs = np.concatenate(docs)
+    if len(texts) < 1 << _DOC_BITS:  # one sort of (document, shingle) keys packed in a uint64
+        key = np.sort((docs.astype(np.uint64) << np.uint64(SHINGLE_BITS)) | feats)
+        keep = np.r_[True, key[1:] != key[:-1]] if len(key) else np.empty(0, bool)
+        key = key[keep]
+        feats = key & np.uint64((1 << SHINGLE_BITS) - 1)
+        docs = (key >> np.uint64(SHINGLE_BITS)).astype(np.int64)
+    else:
+        order = np.lexsort((feats, docs))
+        feats, docs = feats[order], docs[order]
+        keep = np.r_[True, (feats[1:] != feats[:-1]) | (docs[1:] != docs[:-1])] if len(feats) else np.empty(0, bool)
+        feats, docs = feats[keep], docs[keep]
+    starts = np.r_[0, np.cumsum(np.bincount(docs, minlength=len(texts)))].astype(np.int64)
+    return Shingles(feats, starts)
+
+
+def multipliers(num_perm: int, seed: int) -> np.ndarray:
+    """The odd 64-bit multipliers of ``num_perm`` multiply-shift hash functions."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 2**63, num_perm, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+
+
+def signatures(sets: Shingles, num_perm: int, seed: int) -> np.ndarray:
+    """uint32 (documents x ``num_perm``) MinHash signatures; documents without shingles get
+    all-ones rows (they never match: callers leave them out).
+
+    Hash function k is ``h_k(x) = (a_k x mod 2^64) >> 32``. The shift is monotone, so it is
+    applied to each document's minimum product instead of every shingle; and one function at
+    a time over all shingles keeps the working array in cache, several times faster than a
+    (shingles x perms) block.
+    """
+    a = multipliers(num_perm, seed)
+    n = len(sets.starts) - 1
+    out = np.full((num_perm, n), np.iinfo(np.uint32).max, dtype=np.uint32)
+    docs = np.flatnonzero(sets.sizes)
+    if not len(docs):
+        return np.ascontiguousarray(out.T)
+    x = sets.hashes
+    starts = sets.starts[docs]
+    h = np.empty_like(x)
+    with np.errstate(over="ignore"):
+        for k in range(num_perm):
+            np.multiply(x, a[k], out=h)
+            out[k, docs] = np.minimum.reduceat(h, starts) >> np.uint64(32)
+    return np.ascontiguousarray(out.T)
+
+
+def choose_bands(num_perm: int, threshold: float) -> tuple[int, int]:
+    """(bands, rows per band): the most rows per band (fewest false candidates) such that a
+    pair at ``threshold`` becomes a candidate with probability >= CANDIDATE_PROBABILITY."""
+    best = (num_perm, 1)
+    for r in range(1, num_perm + 1):
+        b = num_perm // r
+        if 1 - (1 - threshold**r) ** b >= CANDIDATE_PROBABILITY:
+            best = (b, r)
+    return best
+
+
+def band_keys(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """uint64 key per (document, band): the band's values hashed together with the band number."""
+    n = len(sigs)
+    vals = sigs[:, :bands * rows].reshape(n, bands, rows).astype(np.uint64)
+    key = np.broadcast_to(np.arange(bands, dtype=np.uint64), (n, bands)).copy()
+    for r in range(rows):
+        key = simhash.combine(key, vals[:, :, r])
+    return key
+
+
+def _distinct(x: np.ndarray) -> np.ndarray:
+    """The distinct values of ``x``, sorted (numpy 2.4's hash-based ``np.unique`` is an order of
+    magnitude slower than a sort on arrays of a million int64)."""
+    x = np.sort(x)
+    return x[np.r_[True, x[1:] != x[:-1]]] if len(x) else x
+
+
+def _expand(lo: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """``lo[k], lo[k] + 1, ..., lo[k] + count[k] - 1`` for every k, concatenated."""
+    total = int(count.sum())
+    return np.repeat(lo, count) + np.arange(total) - np.repeat(np.cumsum(count) - count, count)
+
+
+def candidate_pairs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct document pairs (i < j) sharing a band key (``keys``: documents x bands)."""
+    n, bands = keys.shape
+    flat = keys.ravel()
+    order = np.argsort(flat, kind="stable")
+    k, d = flat[order], order // bands
+    run_start = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
+    run_end = np.r_[run_start[1:], len(k)]
+    # each element pairs with the later elements of its run of equal keys
+    later = np.repeat(run_end, run_end - run_start) - np.arange(len(k)) - 1
+    has = np.flatnonzero(later)
+    i = np.repeat(has, later[has])
+    j = _expand(has + 1, later[has])
+    a, b = d[i], d[j]
+    lo, hi = np.minimum(a, b), np.maximum(a, b)
+    pair = _distinct(lo * n + hi)
+    return pair // n, pair % n
+
+
+def cross_pairs(query_keys: np.ndarray, ref_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct (query, reference) document pairs sharing a band key."""
+    bands = ref_keys.shape[1]
+    flat = ref_keys.ravel()
+    order = np.argsort(flat, kind="stable")
+    sorted_keys = flat[order]
+    q = query_keys.ravel()
+    lo = np.searchsorted(sorted_keys, q, side="left")
+    count = np.searchsorted(sorted_keys, q, side="right") - lo
+    qi = np.repeat(np.arange(len(q)) // bands, count)
+    ri = order[_expand(lo, count)] // bands
+    m = len(ref_keys)
+    pair = _distinct(qi * m + ri)
+    return pair // m, pair % m
+
+
+def jaccard(left: Shingles, right: Shingles, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Exact Jaccard similarity of the sets ``left[i]`` and ``right[j]``, pair by pair.
+
+    Both sets of a pair are tagged with the pair's number and sorted together: a shingle in
+    both shows up as two equal neighbours (each set holds a shingle once).
+    """
+    out = np.empty(len(i))
+    si, sj = left.sizes, right.sizes
+    for s in range(0, len(i), _PAIRS_AT_ONCE):
+        ii, jj = i[s:s + _PAIRS_AT_ONCE], j[s:s + _PAIRS_AT_ONCE]
+        pair = np.arange(len(ii), dtype=np.uint64) << np.uint64(SHINGLE_BITS)
+        a, b = left.take(ii), right.take(jj)
+        key = np.sort(np.concatenate([np.repeat(pair, a.sizes) | a.hashes, np.repeat(pair, b.sizes) | b.hashes]))
+        shared = key[1:][key[1:] == key[:-1]] >> np.uint64(SHINGLE_BITS)
+        inter = np.bincount(shared.astype(np.int64), minlength=len(ii))
+        out[s:s + _PAIRS_AT_ONCE] = inter / np.maximum(si[ii] + sj[jj] - inter, 1)
+    return out
+
+
+def _plausible(sig_i: np.ndarray, sig_j: np.ndarray, i: np.ndarray, j: np.ndarray,
+               threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """The candidate pairs whose signature estimate of Jaccard is within 5 standard errors
+    of ``threshold`` or above: a pair at the threshold is dropped with probability < 1e-6,
+    and the exact check only sees pairs that may pass. A first pass on 32 values drops most
+    chance candidates at a quarter of the cost."""
+    perms = sig_i.shape[1]
+    for used in sorted({min(32, perms), perms}):
+        floor = threshold - 5 * np.sqrt(threshold * (1 - threshold) / used)
+        a, b = np.ascontiguousarray(sig_i[:, :used]), np.ascontiguousarray(sig_j[:, :used])
+        keep = np.empty(len(i), bool)
+        for s in range(0, len(i), _PAIRS_AT_ONCE):
+            e = s + _PAIRS_AT_ONCE
+            agree = np.count_nonzero(a[i[s:e]] == b[j[s:e]], axis=1)
+            keep[s:e] = agree >= floor * used
+        i, j = i[keep], j[keep]
+    return i, j
+
+
+def near_pairs(sets: Shingles, sigs: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (i < j) of documents whose shingle sets have Jaccard >= ``threshold``."""
+    bands, rows = choose_bands(sigs.shape[1], threshold)
+    i, j = _plausible(sigs, sigs, *candidate_pairs(band_keys(sigs, bands, rows)), threshold)
+    close = jaccard(sets, sets, i, j) >= threshold
+    return i[close], j[close]
+
+
+def nearest_in(query: Shingles, query_sigs: np.ndarray, ref: Shingles, ref_sigs: np.ndarray,
+               threshold: float, ref_rank: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each query document, its most similar reference document with Jaccard >=
+    ``threshold`` (lowest ``ref_rank``, default the reference index, on a tie):
+    (query index, reference index, Jaccard)."""
+    empty = np.empty(0, np.int64)
+    nq = len(query_sigs)
+    if not nq or not len(ref_sigs):
+        return empty, empty, np.empty(0)
+    bands, rows = choose_bands(query_sigs.shape[1], threshold)
+    q, r = cross_pairs(band_keys(query_sigs, bands, rows), band_keys(ref_sigs, bands, rows))
+    q, r = _plausible(query_sigs, ref_sigs, q, r, threshold)
+    sim = jaccard(query, ref, q, r)
+    close = sim >= threshold
+    q, r, sim = q[close], r[close], sim[close]
+    best = np.lexsort((r if ref_rank is None else ref_rank[r], -sim, q))
+    first = np.r_[True, q[best][1:] != q[best][:-1]] if len(best) else np.empty(0, bool)
+    best = best[first]
+    return q[best], r[best], sim[best]
