@@ -14,7 +14,7 @@ import sys
 import click
 
 from .commands import Context
-from .errors import InputError, StageError
+from .errors import InputError, StageError, Terminated
 
 EXIT_FAILED, EXIT_INPUT = 1, 2
 
@@ -88,6 +88,8 @@ def main() -> None:
         cli.main(prog_name="forgeline", standalone_mode=True)
     except SystemExit:
         raise
+    except Terminated:  # SIGTERM: the run folder already says so
+        sys.exit(128 + 15)
     except Exception as e:  # a bug, not bad input: say so in one line unless debugging
         if os.environ.get("FORGELINE_DEBUG"):
             raise

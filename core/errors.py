@@ -38,3 +38,23 @@ class StageError(ForgelineError):
         self.stage, self.component, self.provider, self.error = stage, component, provider, error
         super().__init__(f"stage {stage!r} failed in {component!r} (from {provider}): "
                          f"{type(error).__name__}: {error}")
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: like KeyboardInterrupt for SIGINT, it unwinds the run so that its end
+    is written (status ``interrupted``) before the process exits with 143."""
+
+    def __init__(self) -> None:
+        super().__init__("terminated by SIGTERM")
+
+
+def raise_on_sigterm() -> None:
+    """Turn SIGTERM into :class:`Terminated` in this process (main thread only)."""
+    import signal
+    import threading
+
+    def terminate(signum: int, frame: object) -> None:
+        raise Terminated()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, terminate)

@@ -30,13 +30,23 @@ def utc_stamp() -> str:
 
 
 def new_run_dir(out: Path, name: str) -> Path:
-    """``out/<name>-<UTC timestamp>``, made unique with a suffix when two runs start in one second."""
+    """Create and return ``out/<name>-<UTC timestamp>``, with a ``-2``, ``-3`` ... suffix when
+    another run claimed that name. The folder is created here, exclusively, so two runs that
+    start at the same moment (two processes, two threads of the Python API) never share one."""
     base = out / f"{name}-{utc_stamp()}"
     path, n = base, 1
-    while path.exists():
-        n += 1
-        path = base.with_name(f"{base.name}-{n}")
-    return path
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        while True:
+            try:
+                path.mkdir()
+                return path
+            except FileExistsError:
+                n += 1
+                path = base.with_name(f"{base.name}-{n}")
+    except OSError as e:  # --out below a file, read-only, full...: the user's to fix
+        raise InputError(f"--out: cannot create a run folder in {out} ({e.strerror or e}); "
+                         f"give a writable folder") from None
 
 
 def write_atomic(path: Path, data: bytes | Callable[[IO[bytes]], None]) -> None:

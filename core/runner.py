@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from .catalog import Catalog, Entry
 from .components import DistInfo, Kind, Monitor, RunInfo, StageInfo
-from .errors import InputError, Problem, StageError
+from .errors import InputError, Problem, StageError, Terminated
 from .fitted import Run, apply_stages
 from .hooks import LifecycleHooks
 from .kinds import kinds
@@ -123,8 +123,9 @@ class Runner:
     def _finish(self, error: BaseException | None) -> None:
         """Write the run's status (whatever ended it), tell the hooks and monitors, close them."""
         m = self.folder.manifest
-        if error is not None:
-            m.update(status="failed", error=f"{type(error).__name__}: {error}")
+        if error is not None:  # SIGINT and SIGTERM interrupt a run; anything else fails it
+            stopped = isinstance(error, (KeyboardInterrupt, Terminated))
+            m.update(status="interrupted" if stopped else "failed", error=f"{type(error).__name__}: {error}")
         m["finished"] = time.time()
         self.folder.save_manifest()
         try:
@@ -141,7 +142,7 @@ class Runner:
             if self.folder.writes:  # never raises: a report failure is a warning line
                 from .report import write_report_or_warn
                 write_report_or_warn(self.dir, self.catalog.hook, quiet=self.quiet)
-            if self.folder.writes and not self.quiet:
+            if self.folder.writes:  # --quiet too: the one line that says where the run is
                 print(f"run folder: {self.dir}", file=sys.stderr)
 
     # ----------------------------------------------------------------- one stage

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from forgeline.core import Model
+from forgeline.core import Augmenter, Model
 from forgeline.core.data import Table
 from forgeline.core.train.loop import fit
 
@@ -290,3 +290,35 @@ def test_threads_follow_the_setting_then_the_idle_cores(monkeypatch):
         for p in spin:
             p.kill()
         torch.set_num_threads(1)
+
+
+class ShiftRows(Augmenter):
+    """An online augmenter (test): adds noise drawn from the batch's RNG to every feature."""
+
+    name = "shift-rows"
+
+    @property
+    def online(self):
+        return True
+
+    def transform_rows(self, table, rng):
+        frame = table.frame.copy()
+        columns = table.schema.features()
+        frame[columns] = frame[columns] + rng.normal(scale=0.3, size=(len(frame), len(columns)))
+        return table.with_frame(frame)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_online_augmenters_see_fresh_rows_every_epoch_whatever_the_workers(workers):
+    sgd = {"name": "sgd", "lr": 0.1}
+    plain = fit(make_job(epochs=2, batch_size=16, optimizer=sgd, valid=False))
+    job = make_job(epochs=2, batch_size=16, optimizer=sgd, valid=False, loader={"workers": workers})
+    job.augmenters = [ShiftRows()]
+    online = fit(job)
+    again = make_job(epochs=2, batch_size=16, optimizer=sgd, valid=False, loader={"workers": 0})
+    again.augmenters = [ShiftRows()]
+    reference = fit(again)
+    assert online.report["streamed"] and not plain.report["streamed"]
+    for a, b, c in zip(weights(online.module), weights(reference.module), weights(plain.module)):
+        assert torch.equal(a, b)  # the same rows whatever builds the batches
+    assert not all(torch.equal(a, c) for a, c in zip(weights(online.module), weights(plain.module)))

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from . import Context, pass_context
-from ..errors import InputError
+from ..errors import InputError, raise_on_sigterm
 from ..validation import assembly_options, pipeline_from_options
 
 
@@ -44,6 +44,11 @@ def run(ctx: Context, file: Path | None, out: Path, overrides: tuple[str, ...], 
         if file or given:
             raise InputError("--resume: give only the run folder; its pipeline is taken from its manifest")
         manifest = read_manifest(resume)
+        if manifest.get("status") == "succeeded":
+            click.echo(f"{resume}: this run already finished (succeeded); nothing to resume, nothing changed", err=True)
+            if as_json:
+                _print_summary(resume, manifest)
+            return
         source = manifest["pipeline"]["given"]
         base = Path(manifest["source"]).parent if manifest.get("source") else None
     elif file is not None:
@@ -75,9 +80,13 @@ def run(ctx: Context, file: Path | None, out: Path, overrides: tuple[str, ...], 
             _print_summary(run_dir, read_manifest(run_dir) if (run_dir / "manifest.json").exists() else {"status": "failed"})
         raise SystemExit(code)
 
-    result = Runner(plan, ctx.catalog, out=out, run_dir=run_dir, quiet=quiet or as_json, resume=resume).run()
-    if as_json and result.dir is not None:
-        _print_summary(result.dir, result.manifest)
+    raise_on_sigterm()  # a terminated run still writes how it ended
+    runner = Runner(plan, ctx.catalog, out=out, run_dir=run_dir, quiet=quiet or as_json, resume=resume)
+    try:
+        runner.run()
+    finally:  # a failed run prints its summary too: scripts read the status, not an empty stdout
+        if as_json and runner.folder.writes:
+            _print_summary(runner.dir, runner.folder.manifest)
 
 
 def _assembly_args(assembly: dict) -> list[str]:
@@ -93,7 +102,9 @@ def _assembly_args(assembly: dict) -> list[str]:
 
 
 def _print_summary(run_dir: Path, manifest: dict) -> None:
-    click.echo(json.dumps({"run": str(run_dir), "status": manifest.get("status"), "metrics": manifest.get("metrics", {}),
+    error = {"error": manifest["error"]} if manifest.get("error") else {}
+    click.echo(json.dumps({"run": str(run_dir), "status": manifest.get("status"), **error,
+                           "metrics": manifest.get("metrics", {}),
                            "stages": [{k: s.get(k) for k in ("id", "name", "status", "seconds")}
                                       for s in manifest.get("stages", [])]}, indent=2))
 

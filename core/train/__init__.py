@@ -1,6 +1,6 @@
-"""The training loop forgeline owns, and the job the runner hands it.
+"""The training loop forgeline owns, and the job a stage hands it.
 
-The runner (``forgeline.core.runner``) builds a :class:`TrainJob` from the pipeline's
+The train stage (``forgeline.core.stages.train``) builds a :class:`TrainJob` from the pipeline's
 ``train:`` section and the prepared tables; ``forgeline.core.train.loop.fit`` runs it on
 this process (one rank of a torchrun world, or the only process) and returns a
 :class:`TrainResult`. torch is imported only by the modules below this package.
@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 @dataclass
 class TrainJob:
-    """Everything one training run needs; built by the runner, run by ``loop.fit``."""
+    """Everything one training run needs; built by a stage (train, tune, compress), run by ``loop.fit``."""
 
     config: Train  # the pipeline's ``train:`` section
     model: Model  # the model component (``fit_inputs`` not yet called)
