@@ -45,7 +45,7 @@ def new_run_dir(out: Path, name: str) -> Path:
                 n += 1
                 path = base.with_name(f"{base.name}-{n}")
     except OSError as e:  # --out below a file, read-only, full...: the user's to fix
-        raise InputError(f"--out: cannot create a run folder in {out} ({e.strerror or e}); "
+        raise InputError(f"--out: cannot create the run folder {path} ({e.strerror or e}); "
                          f"give a writable folder") from None
 
 

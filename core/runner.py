@@ -142,7 +142,8 @@ class Runner:
             if self.folder.writes:  # never raises: a report failure is a warning line
                 from .report import write_report_or_warn
                 write_report_or_warn(self.dir, self.catalog.hook, quiet=self.quiet)
-            if self.folder.writes:  # --quiet too: the one line that says where the run is
+            # where the run is: always, but a failure under --quiet keeps its error to one line
+            if self.folder.writes and (not self.quiet or error is None):
                 print(f"run folder: {self.dir}", file=sys.stderr)
 
     # ----------------------------------------------------------------- one stage

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from .components import Component, Kind
+from .data import ColumnSpec, Modality, Role, Schema
 from .errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -48,6 +49,9 @@ TRUSTED_TYPES = frozenset({
     "sklearn._loss._loss.CyHalfBinomialLoss", "sklearn._loss._loss.CyHalfMultinomialLoss",
     "sklearn.neighbors._classification.KNeighborsClassifier",
     "sklearn.neighbors._kd_tree.KDTree", "sklearn.neighbors._ball_tree.BallTree",
+    "sklearn.feature_selection._rfe.RFECV", "sklearn.feature_selection._rfe.RFE",
+    "sklearn.model_selection._split.StratifiedKFold", "sklearn.model_selection._split.KFold",
+    "sklearn.linear_model._coordinate_descent.Lasso", "sklearn.linear_model._ridge.Ridge",
     "numpy.random._mt19937.MT19937", "numpy.random.mtrand.RandomState", "numpy.random.RandomState",
     "numpy.dtype", "numpy.ndarray", "builtins.slice",
 })
@@ -145,6 +149,8 @@ class _Writer:
                                            for j in range(value.shape[1])]}}
         if isinstance(value, pd.Index) and not isinstance(value, pd.MultiIndex):
             return {"__index__": {"values": self._values(value, where), "name": self.encode(value.name, where)}}
+        if isinstance(value, Schema):  # forgeline's own column specs: plain strings
+            return {"__schema__": value.to_dict()}
         if type(value).__module__.split(".")[0] == "sklearn" and hasattr(value, "get_params"):
             import skops.io
 
@@ -206,6 +212,9 @@ class _Reader:
             return dtype.type(value["value"])
         if "__tuple__" in value:
             return tuple(self.decode(v) for v in value["__tuple__"])
+        if "__schema__" in value:
+            return Schema(tuple(ColumnSpec(str(c["name"]), Role(c["role"]), Modality(c["modality"]))
+                                for c in value["__schema__"]))
         if "__dict__" in value:
             return {self.decode(k): self.decode(v) for k, v in value["__dict__"]}
         if "__ndarray__" in value or "__objects__" in value:

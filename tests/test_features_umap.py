@@ -46,11 +46,11 @@ def test_prefix_group_is_replaced_by_the_embedding_and_the_rest_passes_through(f
 
 def test_transforming_new_rows_leaves_the_fitted_embedding_unchanged(fitted):
     umap, _ = fitted
-    before = umap.umap_.embedding_.copy()
+    before = umap._model().embedding_.copy()
     new = frame(40, seed=5)
     out = umap.transform(new)
     assert out.index.equals(new.index) and len(out) == 40
-    np.testing.assert_array_equal(umap.umap_.embedding_, before)
+    np.testing.assert_array_equal(umap._model().embedding_, before)
     # new rows land near the training rows of their own cluster
     train_out = umap.transform(frame())
     right = new["acc_a"] + new["acc_b"] > 0

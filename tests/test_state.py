@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 import forgeline.core.api as fl
-from forgeline.core import InputError, Kind, StageContext, Table
+from forgeline.core import InputError, Kind, Modality, StageContext, Table
 from forgeline.core.runfolder import write_atomic
 from forgeline.core.state import STATE_FILE, load_component, save_component
 
@@ -230,3 +230,16 @@ def test_reopened_run_applies_like_the_run_in_memory(credit, catalog, tmp_path) 
     a, b = run.apply(frame), fl.open_run(run.dir, catalog).apply(frame)
     pd.testing.assert_frame_equal(a.table.frame, b.table.frame)
     pd.testing.assert_frame_equal(a.removed, b.removed)
+
+
+@pytest.mark.parametrize(("name", "params"), [("umap", {"n_neighbors": 10}), ("cross", {}), ("l1-rfe", {"cv": 3}),
+                                              ("shap-select", {"keep": 3})])
+def test_every_builtin_feature_transform_round_trips_as_data(name, params, credit, catalog, tmp_path) -> None:
+    train, new = credit
+    imp = catalog.get(Kind.CLEANER, "impute").cls().fit(train)
+    train, new = imp.apply(train).table, imp.apply(new).table
+    numeric = train.schema.features(Modality.NUMERIC)
+    X, y = (train.X[numeric], train.y) if name in ("umap", "l1-rfe") else (train.X, train.y)
+    transform = catalog.get(Kind.FEATURE_TRANSFORM, name).cls(params).fit(X, y)
+    again = _reloaded(transform, tmp_path, catalog)
+    pd.testing.assert_frame_equal(transform.transform(new.X[X.columns]), again.transform(new.X[X.columns]))

@@ -36,8 +36,8 @@ class FeaturesStage(Stage):
         transform.fit_with_schema(splits.train.X, splits.train.y, schema)
         state.splits = splits.map(lambda name, t: transformed(t, transform))
         state.probe = probe(state.splits.train, state.splits.validation, state.task, seed)
-        report = dict(features_in=len(splits.train.X.columns), features_out=len(state.splits.train.X.columns),
-                      **transform.report())
+        report = {**transform.report(), "features_in": len(splits.train.X.columns),
+                  "features_out": len(state.splits.train.X.columns)}
         report["probe"] = {"metric": "auc" if state.task == "classification" else "r2",
                            "before": before, "after": state.probe}
         report["state"] = env.folder.save_stage(f"{self.id}-{transform.name}", transform, self.provider)

@@ -30,7 +30,7 @@ class TrainStage(Stage):
             metrics.update(evaluate_table(result.module, job, splits.test, "test_"))
         held_out = splits.test if splits.test is not None else splits.valid
         if held_out is not None:  # the model's own domain metrics (Model.evaluate)
-            extra = job.model.evaluate(result.module, held_out, job.model.context)
+            extra = job.model.evaluate(result.module, held_out, env.context("evaluate"))
             metrics.update({f"test_{k}": v for k, v in (extra or {}).items()})
         env.folder.manifest["metrics"].update(metrics)
         state.model, state.model_component, state.metrics = result.module, job.model, metrics

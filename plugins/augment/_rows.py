@@ -27,8 +27,8 @@ class RowParams(Params):
 
 
 def stage_context(component: Augmenter, ctx: StageContext | None) -> StageContext:
-    """The stage's context: the one the runner bound, the one passed, or a standalone one."""
-    return getattr(component, "context", None) or ctx or StageContext.standalone()
+    """The context passed, else the one the runner bound (standalone outside a run)."""
+    return component.using(ctx)
 
 
 class RowAugmenter(Augmenter):

@@ -97,7 +97,7 @@ class FeatureStep(FeatureTransform):
         schema = self._schema_of(X, schema)
         self.feature_names_in_ = np.asarray([str(c) for c in X.columns], dtype=str)
         self.n_features_in_ = X.shape[1]
-        self._fit(X, y, schema, self._context())
+        self._fit(X, y, schema, self.context)
         return self
 
     def transform(self, X: Any) -> pd.DataFrame:
@@ -155,10 +155,6 @@ class FeatureStep(FeatureTransform):
         return {}
 
     # ------------------------------------------------------------- helpers
-
-    def _context(self) -> StageContext:
-        """The stage's context when a run bound one, else a standalone one (contract: ``self.context``)."""
-        return getattr(self, "context", None) or StageContext.standalone()
 
     def _seed(self, ctx: StageContext) -> int:
         seed = getattr(self.params, "random_state", None)

@@ -47,12 +47,10 @@ class Umap(FeatureStep):
         values = numeric_matrix(X, group, self.name)
         check_count(self.name, "n_components", p.n_components, len(group), "feature(s) in the group")
         self.medians_ = _medians(values, group, self.name) if p.impute else np.full(len(group), np.nan)
-        values = self._filled(values, group)
-        import umap  # after the input checks: a bad group fails fast, without umap's import time
-
-        self.umap_ = umap.UMAP(n_components=p.n_components, n_neighbors=min(p.n_neighbors, max(2, len(X) - 1)),
-                               min_dist=p.min_dist, metric=p.metric, random_state=self._seed(ctx),
-                               n_jobs=1).fit(values)  # a seed means one thread anyway
+        # the fitted state is the (filled) training matrix and the seed: UMAP itself is no data
+        # (numba functions, a search index), so a saved run refits it, identically, when loaded
+        self.train_values_, self.seed_ = self._filled(values, group), self._seed(ctx)
+        self._umap = self._fit_umap()
         self.group_ = group
         names = [f"{p.prefix}{i}" for i in range(p.n_components)]
         others = [str(c) for c in X.columns if str(c) not in set(group)] if p.keep_others else []
@@ -67,11 +65,30 @@ class Umap(FeatureStep):
         import pandas as pd
 
         values = self._filled(numeric_matrix(X, self.group_, self.name), self.group_)
-        embedded = self.umap_.transform(values) if len(values) else np.empty((0, self.params.n_components))
+        embedded = self._model().transform(values) if len(values) else np.empty((0, self.params.n_components))
         names = self.features_out_[len(self.features_out_) - self.params.n_components:]
         block = pd.DataFrame(embedded, index=X.index, columns=names)
         others = self.features_out_[:len(self.features_out_) - len(names)]
         return pd.concat([X[others], block], axis=1) if others else block
+
+    def _fit_umap(self) -> Any:
+        import umap  # after the input checks: a bad group fails fast, without umap's import time
+
+        p, rows = self.params, len(self.train_values_)
+        return umap.UMAP(n_components=p.n_components, n_neighbors=min(p.n_neighbors, max(2, rows - 1)),
+                         min_dist=p.min_dist, metric=p.metric, random_state=self.seed_,
+                         n_jobs=1).fit(self.train_values_)  # a seed means one thread anyway
+
+    def _model(self) -> Any:
+        """The fitted UMAP, refitted from the saved training matrix in a reloaded run."""
+        if getattr(self, "_umap", None) is None:
+            self._umap = self._fit_umap()
+        return self._umap
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.pop("_umap", None)
+        return state
 
     def _filled(self, values: np.ndarray, group: list[str]) -> np.ndarray:
         missing = np.isnan(values)
@@ -85,7 +102,7 @@ class Umap(FeatureStep):
 
     def _report(self) -> dict[str, Any]:
         p = self.params
-        return {"group": list(self.group_), "n_components": p.n_components, "n_neighbors": self.umap_.n_neighbors,
+        return {"group": list(self.group_), "n_components": p.n_components, "n_neighbors": self._model().n_neighbors,
                 "metric": p.metric}
 
 
