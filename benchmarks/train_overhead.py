@@ -117,7 +117,8 @@ def _durations(marks: list[tuple[float, float]]) -> list[tuple[float, float]]:
 
 def run_forgeline(case: dict) -> tuple[list[tuple[float, float]], torch.nn.Module]:
     config = Train.model_validate({"model": "bench", "device": "cpu", "epochs": case["epochs"],
-                                   "batch_size": case["batch"], "optimizer": OPTIMIZER, **case.get("train", {})})
+                                   "batch_size": case["batch"], "optimizer": OPTIMIZER,
+                                   "threads": torch.get_num_threads(), **case.get("train", {})})
     clock = EpochClock()
     hooks = pluggy.PluginManager(hookspecs.PROJECT)
     hooks.add_hookspecs(hookspecs)

@@ -3,6 +3,7 @@ and gradient accumulation that weighs every row alike."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import textwrap
 
@@ -175,6 +176,8 @@ def test_two_inputs_and_own_loss_train_under_ddp_with_accumulation_and_resume_bi
     shutil.copytree(full, copy)
     for later in sorted((copy / "checkpoints").glob("step-*.pt"))[2:]:
         later.unlink()
+    manifest = json.loads((copy / "manifest.json").read_text())
+    (copy / "manifest.json").write_text(json.dumps({**manifest, "status": "failed"}))  # as if it had crashed
     done = run_forgeline("run", "--resume", str(copy), "--nproc", "2", "--quiet",
                          site=two_input_site, env={"OMP_NUM_THREADS": "1"}, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -187,8 +190,6 @@ def test_two_inputs_and_own_loss_train_under_ddp_with_accumulation_and_resume_bi
 
 
 def _train_report(run):
-    import json
-
     manifest = json.loads((run / "manifest.json").read_text())
     return next(s for s in manifest["stages"] if s["id"] == "train")["report"]
 
