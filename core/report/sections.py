@@ -322,9 +322,19 @@ def features(run: ReportRun) -> ReportSection | None:
         return None
     body = ""
     if stages:
-        body += table(["stage", "transform", "status", "features in", "features out"],
+        def probe(report: dict, when: str) -> Any:
+            value = (report.get("probe") or {}).get(when) if isinstance(report.get("probe"), dict) else None
+            return f"{value:.4f}" if _num(value) else "—"
+
+        metric = next((str((s.get("report") or {}).get("probe", {}).get("metric", "")) for s in stages
+                       if isinstance((s.get("report") or {}).get("probe"), dict)), "score")
+        body += table(["stage", "transform", "status", "features in", "features out",
+                       f"validation {metric} before", f"validation {metric} after"],
                       [[s.get("id"), s.get("name"), badge(s.get("status")), (s.get("report") or {}).get("features_in"),
-                        (s.get("report") or {}).get("features_out")] for s in stages])
+                        (s.get("report") or {}).get("features_out"), probe(s.get("report") or {}, "before"),
+                        probe(s.get("report") or {}, "after")] for s in stages])
+        body += ("<p>Validation score of a quick linear probe (logistic regression or ridge on the numeric "
+                 "features, fitted on the training split) before and after each transform.</p>")
     figs = []
     counted = [s for s in stages if _num((s.get("report") or {}).get("features_out"))]
     if counted:
