@@ -22,6 +22,9 @@ CONFIGURED = {
     ("cleaner", "label-consistency"): {"estimator": "hist-gradient-boosting"},
     # a user's own factory is required: tests/factories.py plays the user's module
     ("model", "module"): {"factory": "factories:small_net", "kwargs": {"hidden": 4}},
+    # tuners search a space the user writes: the learning rate, as in the kit's own example
+    **{("tuner", name): {"space": {"train.optimizer.lr": {"real": [1e-4, 1e-1], "prior": "log-uniform"}}}
+       for name in ("bayes", "random", "grid")},
 }
 
 
