@@ -17,7 +17,8 @@ instance learning: a case is positive when some region is). So it takes any volu
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 from pydantic import Field, PositiveInt
@@ -128,38 +129,37 @@ class CNN3D(Model):
         """Nodule probability per pass with dropout on (BatchNorm stays in eval): passes x cases."""
         import torch
 
-        was = module.training
-        module.eval()
-        drops = [m for m in module.modules() if isinstance(m, torch.nn.modules.dropout._DropoutNd)]
-        for m in drops:
-            m.train()
-        try:
+        with evaluating(module):
+            for m in module.modules():
+                if isinstance(m, torch.nn.modules.dropout._DropoutNd):
+                    m.train()
             return np.stack([module(x).softmax(1)[:, 1].cpu().numpy() for _ in range(self.params.mc_samples)])
-        finally:
-            module.train(was)
 
     @staticmethod
     def _tta(module: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
         """Nodule probability under each flip (flips keep the label): flips x cases."""
-        was = module.training
-        module.eval()
-        try:
+        with evaluating(module):
             return np.stack([module(x.flip(dims) if dims else x).softmax(1)[:, 1].cpu().numpy() for dims in FLIPS])
-        finally:
-            module.train(was)
 
     @staticmethod
     def _heat_logit(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         """Nodule-vs-background logit per voxel, upsampled from the heatmap to the volume."""
         import torch.nn.functional as F
 
-        was = module.training
-        module.eval()
-        try:
+        with evaluating(module):
             h = module.heatmap(x)
-        finally:
-            module.train(was)
         return F.interpolate(h[:, 1:2] - h[:, 0:1], size=x.shape[2:], mode="trilinear", align_corners=False)[:, 0]
+
+
+@contextmanager
+def evaluating(module: torch.nn.Module) -> Iterator[None]:
+    """``module`` in eval mode inside the block, back in its own mode (and its dropouts') after."""
+    was = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was)
 
 
 def detections(heat: np.ndarray, table: Table, threshold: float) -> dict[str, float]:
