@@ -121,12 +121,15 @@ class Image(RowAugmenter):
                              f"[{values.min():g}, {values.max():g}] (scale them first, e.g. digits with scale: true)")
         compose = self.compose()
         compose.set_random_seed(seeds(rng)[0])
-        hwc = np.ascontiguousarray(values.transpose(0, 2, 3, 1))  # albumentations reads H x W x C
-        out = np.empty_like(hwc)
+        # albumentations reads H x W x C: each image is transposed on its own and written back
+        # through a transposed view, cheaper than two whole-array transposed copies
+        out = np.empty_like(values)
+        hwc_out = out.transpose(0, 2, 3, 1)
         try:
-            for i in range(len(hwc)):
-                out[i] = compose(image=hwc[i])["image"].reshape(hwc.shape[1:])
+            for i in range(len(values)):
+                image = np.ascontiguousarray(values[i].transpose(1, 2, 0))
+                hwc_out[i] = compose(image=image)["image"].reshape(hwc_out.shape[1:])
         except ValueError as err:
             raise InputError(f"{self.name}: the transforms must keep each image's size and channels "
-                             f"{hwc.shape[1:]} ({err})") from None
-        return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
+                             f"{hwc_out.shape[1:]} ({err})") from None
+        return out
