@@ -1,4 +1,11 @@
-"""Label consistency: out-of-fold predicted probabilities + confident learning."""
+"""Label consistency: out-of-fold predicted probabilities + confident learning.
+
+Confident learning is written here in numpy rather than called from cleanlab because the
+cleaner needs its intermediate pieces: the per-class thresholds fitted on the training split
+and reused on held-out splits and on data gathered from partitions, and the calibrated
+confident joint that ``widen`` builds on. cleanlab is the reference it is held to: a test
+checks that the default flags exactly the rows cleanlab's ``find_label_issues`` flags.
+"""
 
 from __future__ import annotations
 
