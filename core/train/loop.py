@@ -255,26 +255,36 @@ class Trainer:
         return self.result(time.perf_counter() - started, self.precision.skipped_steps - skipped_before)
 
     def train_epoch(self, epoch: Epoch, first: int) -> None:
-        """Micro-batches ``first`` .. end of the epoch, with an optimizer step at each window's end.
-
-        Each micro-batch's mean loss is weighed by its share of its window's rows, so a
-        window of micro-batches of 8 and 6 rows equals one batch of 14 (strategies give every
-        rank the same number of rows, so the share is the same across ranks)."""
-        bs, accumulate = self.cfg.batch_size, self.cfg.accumulate
+        """Micro-batches ``first`` .. end of the epoch, with an optimizer step at each window's end."""
         order = np.asarray(self.parallel.shard(self.data.train.rows, epoch.number, self.job.seed), dtype=np.int64)
-        sizes = np.minimum(bs, len(order) - np.arange(self.micro_per_epoch) * bs)
-        for mb, batch in enumerate(self.data.train.epoch(order, bs, epoch.number, first), start=first):
-            start = mb - mb % accumulate
-            window = sizes[start:start + accumulate]
-            last = mb == start + len(window) - 1
-            weight = None if len(window) == 1 else float(sizes[mb] / window.sum())
-            epoch.losses.append(self.micro_batch(batch, weight, sync=last))
-            epoch.samples += int(sizes[mb])
-            if last:
-                self.optimizer_step(epoch, len(window))
+        plan = self.windows(len(order))
+        for mb, batch in enumerate(self.data.train.epoch(order, self.cfg.batch_size, epoch.number, first), start=first):
+            rows, weight, window = plan[mb]
+            epoch.losses.append(self.micro_batch(batch, weight, sync=window > 0))
+            epoch.samples += rows
+            if window:
+                self.optimizer_step(epoch, window)
                 if self.ckpt_dir is not None and self.cfg.checkpoint.every_steps and \
                         self.step % self.cfg.checkpoint.every_steps == 0:
                     self.checkpoint(Position(epoch.number, mb + 1, self.step), epoch)
+
+    def windows(self, rows: int) -> list[tuple[int, float | None, int]]:
+        """Per micro-batch of an epoch of ``rows`` rows: its rows, its loss weight and, for the
+        last micro-batch of an accumulation window, the window's length (else 0).
+
+        Each micro-batch's mean loss is weighed by its share of its window's rows, so a
+        window of micro-batches of 8 and 6 rows equals one batch of 14 (strategies give every
+        rank the same number of rows, so the share is the same across ranks). Worked out once
+        per epoch, so the per-step path does no array arithmetic."""
+        bs, accumulate = self.cfg.batch_size, self.cfg.accumulate
+        sizes = np.minimum(bs, rows - np.arange(self.micro_per_epoch) * bs)
+        plan = []
+        for start in range(0, len(sizes), accumulate):
+            window = sizes[start:start + accumulate]
+            for i, size in enumerate(window.tolist()):
+                weight = None if len(window) == 1 else size / float(window.sum())
+                plan.append((size, weight, len(window) if i == len(window) - 1 else 0))
+        return plan
 
     def micro_batch(self, batch: Batch, weight: float | None, sync: bool) -> torch.Tensor:
         """Forward and backward of one micro-batch; gradients stay local unless ``sync``."""
