@@ -4,8 +4,8 @@ Only rank 0 writes; on other ranks a :class:`RunFolder` is ``None``-backed and e
 no-op, so callers never branch on the rank. The per-stage record is append-only: each stage's
 start and end is one line of ``stages.jsonl`` (O(1) per stage, and a killed run keeps the
 record of what finished); ``manifest.json`` is written when the run starts and when it ends,
-the second time with every stage's entry. :func:`read_manifest` folds the stage log into the
-manifest, so readers see the stages of a killed run too.
+the second time with every stage's entry. For a run that never ended, :func:`read_manifest`
+folds the stage log into the manifest, so readers see the stages of a killed run too.
 """
 
 from __future__ import annotations
@@ -162,8 +162,9 @@ class RunFolder:
 
 
 def read_manifest(run_dir: Path) -> dict[str, Any]:
-    """The run's manifest, its ``stages`` taken from the stage log when there is one (a run
-    folder written before the log existed keeps its stages in the manifest)."""
+    """The run's manifest. A run that ended wrote every stage into it; for one that did not
+    (killed: no ``finished``) the ``stages`` come from the stage log. Run folders written
+    before the stage log existed have their stages in the manifest alone."""
     file = run_dir / "manifest.json"
     if not file.is_file():
         raise InputError(f"{run_dir}: not a run folder (no manifest.json)")
@@ -173,7 +174,7 @@ def read_manifest(run_dir: Path) -> dict[str, Any]:
         raise InputError(f"{file}: damaged manifest, not valid JSON ({e}); the run record cannot be read") from None
     if not isinstance(manifest, dict):
         raise InputError(f"{file}: damaged manifest, a JSON object is expected")
-    if (run_dir / STAGE_LOG).is_file():
+    if "finished" not in manifest and (run_dir / STAGE_LOG).is_file():
         manifest["stages"] = read_stage_log(run_dir / STAGE_LOG)
     return manifest
 
