@@ -30,6 +30,7 @@ from .stages import RunState, Splits, Stage
 
 if TYPE_CHECKING:  # pragma: no cover
     from .runfolder import RunFolder
+    from .validation import Plan
 
 POINTER = "stages/snapshot.json"
 TABLES = "stages/snapshot"
@@ -153,9 +154,15 @@ def _read_tables(folder: Path, docs: Mapping[str, Any]) -> tuple[Splits, Any]:
     return Splits(**tables), truth
 
 
-def finished_prefix(stages: list[Stage], records: list[dict[str, Any]], pointer: Mapping[str, Any]) -> int:
+def finished_prefix(stages: list[Stage], old: Mapping[str, Any], pointer: Mapping[str, Any], plan: Plan) -> int:
     """How many of ``stages`` the snapshot restores: all up to the pointer's stage, when each of
-    them finished in the record under the same id and component (else 0: the run starts afresh)."""
+    them finished in the ``old`` record under the same id and component and the pipeline is the
+    one the old run resolved (else 0: every stage runs again, say a ``--set`` changed it)."""
+    if old["pipeline"].get("resolved") != json.loads(json_record(plan.resolved())):
+        print("warning: the pipeline differs from the one the run resolved (a --set, another plugin "
+              "version): every stage runs again", file=sys.stderr)
+        return 0
+    records = [r for r in old.get("stages") or [] if isinstance(r, dict)]
     done = {r.get("id"): r for r in records if isinstance(r, dict) and r.get("status") == "succeeded"}
     for index, stage in enumerate(stages):
         record = done.get(stage.id)

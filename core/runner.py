@@ -132,7 +132,7 @@ class Runner:
             old_stages = [s for s in old.get("stages") or [] if isinstance(s, dict)]
             snapshot = load_snapshot(self.env.resume)
             if snapshot is not None:
-                restored = finished_prefix(self.stages, old_stages, snapshot[0])
+                restored = finished_prefix(self.stages, old, snapshot[0], self.plan)
                 state = snapshot[1] if restored else state
             kept = {s.id for s in self.stages[:restored]}
             m.update(started=old.get("started", m["started"]), inputs=dict(old.get("inputs") or {}),
