@@ -133,11 +133,12 @@ class Runner:
             snapshot = load_snapshot(self.env.resume)
             if snapshot is not None:
                 restored = finished_prefix(self.stages, old, snapshot[0], self.plan)
-                state = snapshot[1] if restored else state
+                if restored:  # the tables stay the snapshot's until a stage changes them
+                    state, self.snapshots.tables = snapshot[1], snapshot[0]["tables"]
             kept = {s.id for s in self.stages[:restored]}
-            m.update(started=old.get("started", m["started"]), inputs=dict(old.get("inputs") or {}),
-                     stages=[s for s in old_stages if s.get("id") in kept],
-                     resumed=[*old.get("resumed", []), {"at": time.time(), "restored": sorted(kept)}])
+            before = old.get("resumed") if isinstance(old.get("resumed"), list) else []
+            m.update(started=old.get("started", m["started"]), stages=[s for s in old_stages if s.get("id") in kept],
+                     resumed=[*before, {"at": time.time(), "restored": sorted(kept)}])
             self.folder.log_stage({"event": "resume", "kept": sorted(kept)})
         self.folder.save_manifest()
         return state, restored

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -283,3 +284,62 @@ def test_a_run_folder_with_its_stages_in_the_manifest_only_still_opens_and_appli
     new = load_wine(as_frame=True).frame.head(10)
     pd.testing.assert_frame_equal(fl.open_run(run.dir).apply(new).table.frame, run.apply(new).table.frame)
     assert [s["id"] for s in read_manifest(run.dir)["stages"]] == ["data", "clean.0"]
+
+
+def test_a_failed_run_resumes_its_finished_stages_unless_the_pipeline_changed(tmp_path, monkeypatch, capsys):
+    from forgeline.core.runner import Runner
+    from forgeline.core.stages import FeaturesStage
+
+    given = {"name": "fails", "seed": 0, "data": {"source": "wine"}, "clean": ["robust-scale"],
+             "features": [{"use": "cross", "with": {"max_crosses": 2}}]}
+    cat = fl.catalog()
+
+    def boom(self, state, env):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(FeaturesStage, "run", boom)
+    with pytest.raises(Exception, match="out of memory"):
+        fl.run(given, out=tmp_path / "runs", catalog_=cat)
+    monkeypatch.undo()
+    (failed,) = (tmp_path / "runs").iterdir()
+    again = shutil.copytree(failed, tmp_path / "again")
+
+    Runner(fl.load(given, catalog_=cat), cat, resume=failed, quiet=True).run()
+    m = json.loads((failed / "manifest.json").read_text())
+    assert [("restored" in s, s["status"]) for s in m["stages"]] == [(True, "succeeded")] * 2 + [(False, "succeeded")]
+
+    Runner(fl.load(given, ["clean.0.with.quantile_range=[10,90]"], catalog_=cat), cat, resume=again, quiet=True).run()
+    assert "the pipeline differs" in capsys.readouterr().err
+    m = json.loads((again / "manifest.json").read_text())
+    assert m["status"] == "succeeded" and not any("restored" in s for s in m["stages"])
+
+
+def test_a_run_failed_after_training_resumes_with_the_trained_model(tmp_path, monkeypatch):
+    """The train stage is restored from ``model/weights.pt``: compress then sees the same model."""
+    from forgeline.core.runner import Runner
+    from forgeline.core.stages import CompressStage
+
+    given = {"name": "c", "seed": 0, "data": {"source": "wine"}, "clean": ["robust-scale"],
+             "train": {"model": {"use": "mlp", "with": {"hidden": [8]}}, "epochs": 2, "device": "cpu"},
+             "compress": [{"use": "prune", "with": {"ratio": 0.5, "epochs": 0}}]}
+    cat = fl.catalog()
+    full = fl.run(given, out=tmp_path / "full", catalog_=cat)
+
+    def boom(self, state, env):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(CompressStage, "run", boom)
+    with pytest.raises(Exception, match="disk full"):
+        fl.run(given, out=tmp_path / "runs", catalog_=cat)
+    monkeypatch.undo()
+    (run,) = (tmp_path / "runs").iterdir()
+    Runner(fl.load(given, catalog_=cat), cat, resume=run, quiet=True).run()
+    m = json.loads((run / "manifest.json").read_text())
+    assert [(s["id"], "restored" in s) for s in m["stages"]] == [("data", True), ("clean.0", True), ("train", True),
+                                                                 ("compress", False)]
+    assert m["metrics"] == full.manifest["metrics"] | m["metrics"] and m["status"] == "succeeded"
+
+    def scores(manifest):
+        return [{k: v for k, v in row.items() if k not in ("latency_ms", "speed")}
+                for row in manifest["stages"][-1]["report"]["table"]]
+    assert scores(m) == scores(full.manifest)
