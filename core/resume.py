@@ -27,6 +27,7 @@ from .data import ColumnSpec, Modality, Role, Schema, Table
 from .errors import InputError
 from .runfolder import inside, json_record, read_manifest, write_atomic
 from .stages import RunState, Splits, Stage
+from .stages.base import SPLITS
 
 if TYPE_CHECKING:  # pragma: no cover
     from .runfolder import RunFolder
@@ -144,6 +145,8 @@ def load_snapshot(run_dir: Path) -> tuple[dict[str, Any], RunState] | None:
 def _read_tables(folder: Path, docs: Mapping[str, Any]) -> tuple[Splits, Any]:
     import pandas as pd
 
+    if not set(docs) <= set(SPLITS):
+        raise ValueError(f"unknown splits {sorted(set(docs) - set(SPLITS))}")
     truth_file = folder / "ground_truth.parquet"
     truth = pd.read_parquet(truth_file) if truth_file.is_file() else None
     tables = {}

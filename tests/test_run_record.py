@@ -346,3 +346,28 @@ def test_a_run_failed_after_training_resumes_with_the_trained_model(tmp_path, mo
         return [{k: v for k, v in row.items() if k not in ("latency_ms", "speed")}
                 for row in manifest["stages"][-1]["report"]["table"]]
     assert scores(m) == scores(full.manifest)
+
+
+def test_a_damaged_snapshot_or_stage_log_is_one_line_naming_the_file(tmp_path, monkeypatch, run_forgeline):
+    from forgeline.core.stages import FeaturesStage
+
+    given = {"name": "damaged", "seed": 0, "data": {"source": "wine"}, "clean": ["robust-scale"],
+             "features": [{"use": "cross"}]}
+    monkeypatch.setattr(FeaturesStage, "run", lambda self, state, env: 1 / 0)
+    with pytest.raises(Exception, match="division by zero"):
+        fl.run(given, out=tmp_path / "runs", catalog_=fl.catalog())
+    (run,) = (tmp_path / "runs").iterdir()
+    table = next((run / "stages" / "snapshot").glob("*/train.parquet"))
+    table.write_bytes(b"PAR1 not really")
+    done = run_forgeline("run", "--resume", str(run))
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert str(run / "stages" / "snapshot.json") in done.stderr and "damaged resume snapshot" in done.stderr
+
+    manifest = json.loads((run / "manifest.json").read_text())
+    del manifest["finished"]  # as a killed run leaves it: the stages are read from the log
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    lines = (run / "stages.jsonl").read_text().splitlines()
+    (run / "stages.jsonl").write_text("\n".join([lines[0], lines[1][:20], *lines[2:]]) + "\n")
+    done = run_forgeline("run", "--resume", str(run))
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert f"{run / 'stages.jsonl'}:2: damaged stage log line" in done.stderr
