@@ -68,7 +68,8 @@ class Snapshots:
         self.tables: str | None = None  # the tables folder of the newest split tables
 
     def save(self, index: int, stage: Stage, state: RunState) -> None:
-        if not self.on:
+        """Snapshot the state after stage ``index`` (a stage that cannot be restored moves no pointer)."""
+        if not self.on or not stage.restorable:
             return
         root = self.folder.path
         if "splits" in stage.gives and state.splits is not None:
