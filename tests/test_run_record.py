@@ -371,3 +371,28 @@ def test_a_damaged_snapshot_or_stage_log_is_one_line_naming_the_file(tmp_path, m
     done = run_forgeline("run", "--resume", str(run))
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert f"{run / 'stages.jsonl'}:2: damaged stage log line" in done.stderr
+
+
+def test_a_finished_study_is_not_run_again_on_resume(tmp_path, monkeypatch):
+    """The tune stage is restored from its report's best values: training follows them."""
+    from forgeline.core.runner import Runner
+    from forgeline.core.stages import TrainStage
+
+    given = {"name": "t", "seed": 0, "data": {"source": "wine"}, "clean": ["robust-scale"],
+             "train": {"model": {"use": "mlp", "with": {"hidden": [8]}}, "epochs": 1, "device": "cpu"},
+             "tune": {"use": "random", "with": {"trials": 2, "metric": "val_accuracy", "prune": False,
+                                                "space": {"train.optimizer.lr": {"real": [1e-4, 1e-1]}}}}}
+    cat = fl.catalog()
+    full = fl.run(given, out=tmp_path / "full", catalog_=cat)
+    monkeypatch.setattr(TrainStage, "run", lambda self, state, env: 1 / 0)
+    with pytest.raises(Exception, match="division by zero"):
+        fl.run(given, out=tmp_path / "runs", catalog_=cat)
+    monkeypatch.undo()
+    (run,) = (tmp_path / "runs").iterdir()
+    study = (run / "tune" / "study.sqlite").stat().st_mtime_ns
+    Runner(fl.load(given, catalog_=cat), cat, resume=run, quiet=True).run()
+    m = json.loads((run / "manifest.json").read_text())
+    assert [(s["id"], "restored" in s) for s in m["stages"]] == [("data", True), ("clean.0", True), ("tune", True),
+                                                                 ("train", False)]
+    assert (run / "tune" / "study.sqlite").stat().st_mtime_ns == study
+    assert _steady(m["metrics"]) == _steady(full.manifest["metrics"])
