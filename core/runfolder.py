@@ -1,8 +1,11 @@
 """The run folder: manifest, metrics, quarantine, fitted stages, checkpoints, model.
 
 Only rank 0 writes; on other ranks a :class:`RunFolder` is ``None``-backed and every write is a
-no-op, so callers never branch on the rank. The manifest is rewritten atomically after every
-stage, so a failed or killed run keeps the record of what finished.
+no-op, so callers never branch on the rank. The per-stage record is append-only: each stage's
+start and end is one line of ``stages.jsonl`` (O(1) per stage, and a killed run keeps the
+record of what finished); ``manifest.json`` is written when the run starts and when it ends,
+the second time with every stage's entry. For a run that never ended, :func:`read_manifest`
+folds the stage log into the manifest, so readers see the stages of a killed run too.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
 SUBDIRS = ("quarantine", "stages", "checkpoints", "model", "artifacts")
+STAGE_LOG = "stages.jsonl"
 
 
 def utc_stamp() -> str:
@@ -123,6 +127,14 @@ class RunFolder:
             data = json.dumps(self.manifest, indent=2, default=_json_default).encode()
             write_atomic(self.path / "manifest.json", data)
 
+    def log_stage(self, event: Mapping[str, Any]) -> None:
+        """Append one stage event (its entry when it starts, what changed when it ends) to the stage log."""
+        if self.path:
+            with open(self.path / STAGE_LOG, "a") as f:
+                f.write(json_record(event) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+
     def quarantine(self, stage: str, rows: pd.DataFrame) -> str | None:
         """Write the rows a stage removed (with ``stage``/``split``/``reason`` columns); returns the file."""
         if not self.path or rows.empty:
@@ -150,6 +162,9 @@ class RunFolder:
 
 
 def read_manifest(run_dir: Path) -> dict[str, Any]:
+    """The run's manifest. A run that ended wrote every stage into it; for one that did not
+    (killed: no ``finished``) the ``stages`` come from the stage log. Run folders written
+    before the stage log existed have their stages in the manifest alone."""
     file = run_dir / "manifest.json"
     if not file.is_file():
         raise InputError(f"{run_dir}: not a run folder (no manifest.json)")
@@ -159,7 +174,38 @@ def read_manifest(run_dir: Path) -> dict[str, Any]:
         raise InputError(f"{file}: damaged manifest, not valid JSON ({e}); the run record cannot be read") from None
     if not isinstance(manifest, dict):
         raise InputError(f"{file}: damaged manifest, a JSON object is expected")
+    if "finished" not in manifest and (run_dir / STAGE_LOG).is_file():
+        manifest["stages"] = read_stage_log(run_dir / STAGE_LOG)
     return manifest
+
+
+def read_stage_log(file: Path) -> list[dict[str, Any]]:
+    """Fold the stage log into one entry per stage, in run order. A ``running`` event starts a
+    stage's entry afresh, other events update it; a ``resume`` event keeps only the stages it
+    names. A last line cut short by a kill is skipped; damage elsewhere is an InputError."""
+    try:
+        lines = file.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"{file}: damaged stage log ({e}); the run record cannot be read") from None
+    stages: dict[str, dict[str, Any]] = {}
+    for number, line in enumerate(lines, 1):
+        try:
+            event = json.loads(line)
+            if not isinstance(event, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as e:
+            if number == len(lines):
+                break
+            raise InputError(f"{file}:{number}: damaged stage log line ({e}); the run record cannot be read") from None
+        if event.get("event") == "resume":
+            stages = {k: v for k, v in stages.items() if k in set(event.get("kept", []))}
+        elif "id" in event:
+            sid = str(event["id"])
+            if event.get("status") == "running" or sid not in stages:
+                stages[sid] = dict(event)
+            else:
+                stages[sid].update(event)
+    return list(stages.values())
 
 
 def _json_default(o: Any) -> Any:

@@ -2,11 +2,13 @@
 
 The stages (``forgeline.core.stages``: data -> clean -> augment -> features -> train) do the
 work and share a :class:`~forgeline.core.stages.RunState`; the runner gives each its
-context, fires the lifecycle hooks, times it and writes it into the manifest (rewritten
-after each stage, so a failure keeps what finished), all inside one error handling: a
-failing component, a raising hook, an interrupt each end the stage as ``failed``, named.
-Only rank 0 writes the run folder. A stage section no stage class runs yet (``tune``,
-``compress`` until their stages land) is refused before any work starts.
+context, fires the lifecycle hooks, times it and records it (a line of ``stages.jsonl`` when
+it starts and one when it ends, then a snapshot of its outputs for ``--resume``:
+``core.resume``), all inside one error handling: a failing component, a raising hook, an
+interrupt each end the stage as ``failed``, named. The manifest is written when the run
+starts and when it ends. ``--resume`` restores the finished stages from the run folder and
+runs the rest. Only rank 0 writes the run folder. A stage section no stage class runs yet is
+refused before any work starts.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from .errors import InputError, Problem, StageError, Terminated
 from .fitted import Run, apply_stages
 from .hooks import LifecycleHooks
 from .kinds import kinds
+from .resume import Snapshots, finished_prefix, load_snapshot, resumable_manifest
 from .runfolder import RunFolder, environment, new_run_dir
 from .stages import STAGES, RunState, Stage, StageEnv
 
@@ -66,7 +69,8 @@ class Runner:
     """Runs a :class:`Plan` into a run folder. ``run()`` returns a :class:`Run` or raises."""
 
     def __init__(self, plan: Plan, catalog: Catalog, *, out: Path = Path("runs"), run_dir: Path | None = None,
-                 quiet: bool = False, resume: Path | None = None, dist: DistInfo | None = None) -> None:
+                 quiet: bool = False, resume: Path | None = None, dist: DistInfo | None = None,
+                 snapshots: bool = True) -> None:
         from .train import dist_from_env
 
         self.stages = plan_stages(plan)
@@ -78,6 +82,7 @@ class Runner:
         self.info = RunInfo(name=plan.pipeline.name, dir=path, seed=plan.pipeline.seed, pipeline=plan.given,
                             rank=self.dist.rank, world_size=self.dist.world_size)
         self.record = Recorder([])
+        self.snapshots = Snapshots(self.folder, on=snapshots)  # off for a tuner's trials: none resumes
         self.env = StageEnv(plan, self.folder, self.record, self.info, self.dist, catalog.hook, resume,
                             catalog=catalog, quiet=quiet)
 
@@ -86,26 +91,25 @@ class Runner:
     def run(self) -> Run:
         m = self.folder.manifest
         p = self.plan.pipeline
-        m.update(name=p.name, status="running", started=time.time(), seed=p.seed,
-                 pipeline={"given": self.plan.given, "resolved": self.plan.resolved()},
-                 source=str(self.plan.file) if self.plan.file else None,
-                 environment=environment(), world_size=self.dist.world_size, inputs={}, stages=[], metrics={})
-        self.folder.save_manifest()
+        state, restored = self._start_record()
         error: BaseException | None = None
         try:
             self.record.monitors = self._open_monitors()
             self.info.emit = self.record
             self.hooks.call("forgeline_run_started", "run", run=self.info)
             self.record({"event": "run", "status": "started", "name": p.name})
-            state = RunState()
             index = 0
             while index < len(self.stages):
-                self._run_stage(index, self.stages[index], state)
+                if index < restored:
+                    self._restore_stage(self.stages[index], state)
+                else:
+                    self._run_stage(index, self.stages[index], state)
                 if state.replan is not None:  # a tuner chose values: the rest of the run follows them
                     self._replan(index, state.replan)
                     state.replan = None
                 index += 1
             m["status"] = "succeeded"
+            self.snapshots.remove_old()  # a finished run is not resumed: its snapshot goes
             return Run(self.dir if self.folder.writes else None, m, state.splits, state.schema, state.fitted,
                        state.model, state.model_component)
         except BaseException as e:
@@ -113,6 +117,44 @@ class Runner:
             raise
         finally:
             self._finish(error)
+
+    def _start_record(self) -> tuple[RunState, int]:
+        """Write the manifest of the run starting; on ``--resume``, the old record and the state
+        restored from its snapshot, with how many stages it restores."""
+        m, p = self.folder.manifest, self.plan.pipeline
+        m.update(name=p.name, status="running", started=time.time(), seed=p.seed,
+                 pipeline={"given": self.plan.given, "resolved": self.plan.resolved()},
+                 source=str(self.plan.file) if self.plan.file else None,
+                 environment=environment(), world_size=self.dist.world_size, inputs={}, stages=[], metrics={})
+        state, restored = RunState(), 0
+        if self.env.resume is not None:
+            old = resumable_manifest(self.env.resume)
+            old_stages = [s for s in old.get("stages") or [] if isinstance(s, dict)]
+            snapshot = load_snapshot(self.env.resume)
+            if snapshot is not None:
+                restored = finished_prefix(self.stages, old, snapshot[0], self.plan)
+                if restored:  # the tables stay the snapshot's until a stage changes them
+                    state, self.snapshots.tables = snapshot[1], snapshot[0]["tables"]
+            kept = {s.id for s in self.stages[:restored]}
+            before = old.get("resumed") if isinstance(old.get("resumed"), list) else []
+            m.update(started=old.get("started", m["started"]), stages=[s for s in old_stages if s.get("id") in kept],
+                     resumed=[*before, {"at": time.time(), "restored": sorted(kept)}])
+            self.folder.log_stage({"event": "resume", "kept": sorted(kept)})
+        self.folder.save_manifest()
+        return state, restored
+
+    def _restore_stage(self, stage: Stage, state: RunState) -> None:
+        """Put back a stage the resumed run finished (``Stage.restore``) instead of running it."""
+        entry = next(s for s in self.folder.manifest["stages"] if s["id"] == stage.id)
+        try:
+            stage.restore(entry, state, self.env)
+        except InputError:
+            raise
+        except Exception as e:
+            raise StageError(stage.id, stage.name, stage.provider, e) from e
+        entry["restored"] = time.time()
+        self.folder.log_stage({"id": stage.id, "restored": entry["restored"]})
+        self.record({"event": "stage", "stage": stage.id, "name": stage.name, "status": "restored"})
 
     def _replan(self, index: int, plan: Plan) -> None:
         """Continue after stage ``index`` with ``plan`` (the same stages less the one that
@@ -156,7 +198,7 @@ class Runner:
         entry = {"id": stage.id, "name": stage.name, "provider": stage.provider, "status": "running",
                  "started": time.time()}
         self.folder.manifest["stages"].append(entry)
-        self.folder.save_manifest()
+        self.folder.log_stage(entry)
         try:
             component = stage.build().bind(self.env.context(stage.id))
             info = StageInfo(index, stage.section, stage.name, component)
@@ -181,18 +223,19 @@ class Runner:
             if stage.component is not None:  # the run's context ends with the stage
                 stage.component.bind(None)
         self._succeed(entry, report)
+        self.snapshots.save(index, stage, state)
 
     def _succeed(self, entry: dict[str, Any], report: dict[str, Any]) -> None:
         entry.update(status="succeeded", finished=time.time(), seconds=round(time.time() - entry["started"], 3),
                      report=report)
-        self.folder.save_manifest()
+        self.folder.log_stage({k: entry[k] for k in ("id", "status", "finished", "seconds", "report")})
         self.record({"event": "stage", "stage": entry["id"], "name": entry["name"], "status": "succeeded",
                      "seconds": entry["seconds"], "summary": _summary(report)})
 
     def _fail(self, entry: dict[str, Any], error: BaseException) -> None:
         entry.update(status="failed", finished=time.time(), error=f"{type(error).__name__}: {error}",
                      traceback=traceback.format_exception(error)[-3:])
-        self.folder.save_manifest()
+        self.folder.log_stage({k: entry[k] for k in ("id", "status", "finished", "error", "traceback")})
 
     def _open_monitors(self) -> list[tuple[Entry, Monitor]]:
         uses = list(self.plan.monitor)

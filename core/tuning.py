@@ -344,6 +344,6 @@ class Study:
 
         env = self.env
         nested = Runner(plan, env.catalog, run_dir=env.run.dir / "tune" / f"trial-{number:03d}", quiet=True,
-                        dist=env.dist)
+                        dist=env.dist, snapshots=False)
         nested.env.hooks = TrialHooks(env.hooks, watch)
         return nested.run().metrics

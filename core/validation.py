@@ -175,6 +175,9 @@ class _Lines:
 #: aliases that expand exponentially) before anything is built from them
 MAX_YAML_BYTES = 1 << 20
 MAX_YAML_NODES = 100_000
+#: components a stage list (``clean:``, ``augment:``, ``features:``) may hold: each is a stage
+#: with its own record, fitted state and resume snapshot; real pipelines have a handful
+MAX_SECTION_STAGES = 1_000
 
 
 def _expanded_nodes(root: yaml.Node, file: str | None) -> int:
@@ -624,7 +627,11 @@ def _resolve_kinds(check: _Checker, normal: dict) -> dict[str, Any]:
         parent = normal.get(head) if head else normal
         item = parent.get(leaf, spec.default) if isinstance(parent, dict) else None
         where, kind = tuple(spec.section.split(".")), as_kind(spec.kind)
-        if spec.many:
+        if spec.many and spec.stage and isinstance(item, list) and len(item) > MAX_SECTION_STAGES:
+            check.add(where, f"{len(item):,} components; a section runs at most {MAX_SECTION_STAGES:,} "
+                             f"stages (each has its own record, fitted state and resume snapshot)")
+            parts[spec.plan_attr] = []
+        elif spec.many:
             found = [check.use(kind, x, where + (i,)) for i, x in enumerate(item)] if isinstance(item, list) else []
             parts[spec.plan_attr] = [r for r in found if r is not None]
         else:

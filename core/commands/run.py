@@ -19,7 +19,8 @@ from ..validation import assembly_options, pipeline_from_options
               show_default=True, help="Folder that receives the run folder.")
 @click.option("--set", "overrides", multiple=True, metavar="PATH=VALUE", help="Override a pipeline value (repeatable).")
 @click.option("--resume", type=click.Path(file_okay=False, exists=True, path_type=Path),
-              help="Continue a run folder from its latest checkpoint.")
+              help="Continue a killed or failed run folder from its last finished stage (and training "
+                   "from its latest checkpoint).")
 @click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
               help="Processes to train with (started through torch.distributed.run).")
 @click.option("--nnodes", default=None, help="torchrun: number of machines (or MIN:MAX).")
@@ -34,6 +35,7 @@ def run(ctx: Context, file: Path | None, out: Path, overrides: tuple[str, ...], 
         nnodes: str | None, node_rank: int | None, rdzv_endpoint: str | None, run_dir: Path | None,
         quiet: bool, as_json: bool, **assembly) -> None:
     """Run a pipeline FILE (or one assembled from --data/--clean/--train ...) into a run folder."""
+    from ..resume import resumable_manifest
     from ..runfolder import new_run_dir, read_manifest
     from ..runner import Runner
     from ..validation import load_plan
@@ -43,8 +45,8 @@ def run(ctx: Context, file: Path | None, out: Path, overrides: tuple[str, ...], 
     if resume is not None:
         if file or given:
             raise InputError("--resume: give only the run folder; its pipeline is taken from its manifest")
-        manifest = read_manifest(resume)
-        if manifest.get("status") == "succeeded":
+        manifest = resumable_manifest(resume)
+        if manifest["status"] == "succeeded":
             click.echo(f"{resume}: this run already finished (succeeded); nothing to resume, nothing changed", err=True)
             if as_json:
                 _print_summary(resume, manifest)

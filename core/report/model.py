@@ -12,6 +12,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterator
 
+from ..runfolder import read_manifest
+
 
 @dataclass(frozen=True)
 class ReportSection:
@@ -35,7 +37,7 @@ class ReportRun:
 
     def __init__(self, dir: Path) -> None:  # noqa: A002 - mirrors RunInfo.dir
         self.dir = Path(dir)
-        self.manifest: dict[str, Any] = json.loads((self.dir / "manifest.json").read_text())
+        self.manifest: dict[str, Any] = read_manifest(self.dir)
 
     @cached_property
     def records(self) -> list[dict[str, Any]]:

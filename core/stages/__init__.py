@@ -3,7 +3,9 @@
 Adding a stage (``tune``, ``compress``, ``report``) is adding a class: subclass
 :class:`Stage`, set ``kind`` (the kind of component it runs; its section comes from the
 kind table), ``needs``/``gives`` (the :class:`RunState` fields it reads and sets), implement
-``run(state, env) -> report``, and list the class in :data:`STAGES` at its place. A section
+``run(state, env) -> report`` (and ``restore(record, state, env)`` when ``--resume`` must put
+back more than the snapshot's tables: ``core.resume``; or ``restorable = False``), and list
+the class in :data:`STAGES` at its place. A section
 of a stage kind that no class here runs is refused before the run starts.
 """
 

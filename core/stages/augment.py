@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -40,3 +40,8 @@ class AugmentStage(Stage):
             state.training_augmenters.append(aug)
         report.update(per_batch=aug.per_batch, online=aug.online)
         return report
+
+    def restore(self, record: Mapping[str, Any], state: RunState, env: StageEnv) -> None:
+        aug: Augmenter = self.build()
+        if aug.per_batch or aug.online:
+            state.training_augmenters.append(aug)

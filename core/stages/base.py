@@ -106,6 +106,8 @@ class Stage:
     gives: ClassVar[tuple[str, ...]] = ()
     #: run before every other stage (a tuner whose trials change the data stages)
     first: bool = False
+    #: ``--resume`` can put back what it gave from the run folder instead of running it again
+    restorable: ClassVar[bool] = True
 
     def __init__(self, stage_id: str, resolved: Resolved) -> None:
         self.id, self.resolved = stage_id, resolved
@@ -140,3 +142,16 @@ class Stage:
 
     def run(self, state: RunState, env: StageEnv) -> dict[str, Any]:
         raise NotImplementedError
+
+    def restore(self, record: Mapping[str, Any], state: RunState, env: StageEnv) -> None:
+        """On ``--resume``, put back what this finished stage gave beyond the snapshot's data
+        (``core.resume``: tables, schema, task, classes, probe) from its ``record`` (its manifest
+        entry) and the run folder. Default: nothing more."""
+
+    def load_fitted(self, record: Mapping[str, Any], state: RunState, env: StageEnv) -> None:
+        """Append this stage's saved fitted component (its report's ``state`` file) to ``state.fitted``."""
+        from ..state import load_component
+
+        file = (record.get("report") or {}).get("state")
+        if file:
+            state.fitted.append((self.id, load_component(Path(file), env.catalog, env.run.dir)))

@@ -41,6 +41,8 @@ class CleanStage(Stage):
         state.splits = Splits(**{name: r.table for name, r in results.items()})
         return report
 
+    restore = Stage.load_fitted
+
 
 def quality(cleaner: Cleaner, before: Table, out: CleanResult, truth: Any) -> dict[str, Any]:
     """Detection precision/recall and label-noise rates against the dataset's ground truth."""

@@ -18,6 +18,7 @@ class CompressStage(Stage):
     kind = Kind.COMPRESSOR
     needs = ("splits", "task", "model", "model_component")
     gives = ("model",)
+    restorable = False  # the last stage: a resumed run compresses again
 
     @classmethod
     def for_plan(cls, plan: Plan) -> list[Stage]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -37,6 +37,12 @@ class DataStage(Stage):
                     classes=len(state.classes), fingerprint=fp["sha256"],
                     splits={name: len(t) for name, t in state.splits.items()}, schema=table.schema.to_dict(),
                     **checked)
+
+    def restore(self, record: Mapping[str, Any], state: RunState, env: StageEnv) -> None:
+        r = record["report"]
+        env.folder.manifest["inputs"][self.name] = {"sha256": r["fingerprint"], "rows": r["rows"],
+                                                    "columns": r["columns"],
+                                                    "params": self.resolved.params.model_dump(mode="json")}
 
 
 def with_roles(table: Table, dataset: Any, data: Any) -> Table:

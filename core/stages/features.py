@@ -44,6 +44,8 @@ class FeaturesStage(Stage):
         state.fitted.append((self.id, transform))
         return report
 
+    restore = Stage.load_fitted
+
 
 def transformed(table: Table, transform: FeatureTransform) -> Table:
     """The table with its frame feature columns replaced by the transform's output."""

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 from ..components import Kind, Model
+from ..errors import InputError
 from .base import RunState, Stage, StageEnv
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -40,19 +41,39 @@ class TrainStage(Stage):
     def job(self, state: RunState, env: StageEnv) -> TrainJob:
         return train_job(env.plan, state, env, self.build())
 
+    def restore(self, record: Mapping[str, Any], state: RunState, env: StageEnv) -> None:
+        """The trained model from ``model/weights.pt`` (``weights_only``), its input encodings
+        fitted again on the training split (deterministic), the metrics from the record."""
+        import torch
+
+        from ..runfolder import inside
+        from ..train.loop import Data
+
+        job = self.job(state, env)
+        module = job.model.build(Data.prepare(job).spec)
+        weights = inside(env.run.dir, "model/weights.pt")
+        try:
+            module.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        except Exception as e:  # missing, damaged, or another model's
+            raise InputError(f"{weights}: the trained model cannot be loaded ({type(e).__name__}: {e}); "
+                             f"start the run afresh instead of resuming it") from None
+        state.metrics = dict(record["report"]["metrics"])
+        env.folder.manifest["metrics"].update(state.metrics)
+        state.model, state.model_component = module, job.model
+
 
 def train_job(plan: Plan, state: RunState, env: StageEnv, model: Model, final: bool = True) -> TrainJob:
     """The training job of ``plan`` on the prepared splits; ``final=False`` for the other
     training passes of a run (tuning trials, fine-tuning): no checkpoints, nothing resumed."""
     from ..train import TrainJob
-    from ..train.checkpoint import resolve_resume
+    from ..train.checkpoint import latest_checkpoint
 
     return TrainJob(config=plan.pipeline.train, model=model, precision=plan.precision.build(),
                     parallel=plan.parallel.build(), train=state.splits.train, valid=state.splits.validation,
                     task=state.task, classes=state.classes, run=env.run, dist=env.dist,
                     seed=plan.pipeline.seed, log=env.record, hooks=env.hooks,
                     checkpoint_dir=env.run.dir / "checkpoints" if final else None,
-                    resume_from=resolve_resume(env.resume) if final and env.resume is not None else None,
+                    resume_from=latest_checkpoint(env.resume / "checkpoints") if final and env.resume else None,
                     augmenters=state.training_augmenters, stage=model.context)
 
 

@@ -8,7 +8,7 @@ a whole nested run. Either way it hands the runner the plan with the best values
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 from ..components import Kind
 from .base import RunState, Stage, StageEnv
@@ -38,3 +38,8 @@ class TuneStage(Stage):
         plan, report = Study(env, self.build()).run(None if self.first else state)
         state.replan = plan
         return report
+
+    def restore(self, record: Mapping[str, Any], state: RunState, env: StageEnv) -> None:
+        from ..tuning import Study
+
+        state.replan = Study(env, self.build()).plan_with(record["report"]["best_values"], final=True)
