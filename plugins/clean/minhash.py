@@ -65,63 +65,95 @@ NUMBER_WEIGHT = 3
 #: bits kept of each shingle's 64-bit hash: room for the document number in one sort key
 #: (2^40 values: a chance collision is expected only past about a million distinct shingles)
 SHINGLE_BITS = 40
-_DOC_BITS = 64 - SHINGLE_BITS
+#: documents are tokenised this many bytes of text at a time (at most _CHUNK_DOCS documents):
+#: the working arrays (about 60 bytes per word) stay bounded whatever the corpus size
+CHUNK_BYTES = 1 << 24
+_CHUNK_DOCS = 1 << 20
+#: shingles hashed at once per permutation in :func:`signatures` (fits in the L2 cache)
+_SHINGLES_AT_ONCE = 1 << 16
 
 
 def shingles(texts: pd.Series, ngram: int, number_weight: int = NUMBER_WEIGHT) -> Shingles:
     """The distinct word 1..``ngram``-grams of every document (same tokens as SimHash); a word
     holding a digit counts ``number_weight`` times (as that many distinct shingles)."""
-    hashes, doc, digit = simhash.tokenize(texts, numbers=True)
+    text = simhash.arrow_text(texts)
+    offsets = np.frombuffer(text.buffers()[1], np.int64, len(text) + 1, text.offset * 8)
+    hashes, sizes = [], []
+    for lo, hi in _chunks(offsets):
+        h, size = _chunk_shingles(text.slice(lo, hi - lo), ngram, number_weight)
+        hashes.append(h)
+        sizes.append(size)
+    sizes = np.concatenate(sizes) if sizes else np.empty(0, np.int64)
+    return Shingles(np.concatenate(hashes) if hashes else np.empty(0, np.uint64),
+                    np.r_[0, np.cumsum(sizes)].astype(np.int64))
+
+
+def _chunks(offsets: np.ndarray):
+    """(first, end) document ranges of about CHUNK_BYTES of text (``offsets``: cumulative bytes)."""
+    n, lo = len(offsets) - 1, 0
+    while lo < n:
+        hi = int(np.searchsorted(offsets, offsets[lo] + CHUNK_BYTES, side="right")) - 1
+        hi = min(max(hi, lo + 1), lo + _CHUNK_DOCS, n)
+        yield lo, hi
+        lo = hi
+
+
+def _chunk_shingles(text, ngram: int, number_weight: int) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct shingle hashes of the documents of ``text`` (sorted per document) and their counts."""
+    hashes, doc, digit = simhash.tokenize(text, numbers=True)
     feats, docs = map(list, zip(*simhash.ngram_levels(hashes, doc, ngram)))
     for k in range(1, number_weight):
         feats.append(simhash.combine(hashes[digit], np.full(int(digit.sum()), k, np.uint64)))
         docs.append(doc[digit])
-    feats = np.concatenate(feats) >> np.uint64(64 - SHINGLE_BITS)
-    docs = np.concatenate(docs)
-    if len(texts) < 1 << _DOC_BITS:  # one sort of (document, shingle) keys packed in a uint64
-        key = np.sort((docs.astype(np.uint64) << np.uint64(SHINGLE_BITS)) | feats)
-        keep = np.r_[True, key[1:] != key[:-1]] if len(key) else np.empty(0, bool)
-        key = key[keep]
-        feats = key & np.uint64((1 << SHINGLE_BITS) - 1)
-        docs = (key >> np.uint64(SHINGLE_BITS)).astype(np.int64)
-    else:
-        order = np.lexsort((feats, docs))
-        feats, docs = feats[order], docs[order]
-        keep = np.r_[True, (feats[1:] != feats[:-1]) | (docs[1:] != docs[:-1])] if len(feats) else np.empty(0, bool)
-        feats, docs = feats[keep], docs[keep]
-    starts = np.r_[0, np.cumsum(np.bincount(docs, minlength=len(texts)))].astype(np.int64)
-    return Shingles(feats, starts)
+    feats = feats[0] if len(feats) == 1 else np.concatenate(feats)
+    docs = docs[0] if len(docs) == 1 else np.concatenate(docs)
+    # one sort of (document, shingle) keys packed in an int64 (a chunk has < 2^23 documents)
+    key = (docs << SHINGLE_BITS) | (feats >> np.uint64(64 - SHINGLE_BITS)).view(np.int64)
+    key.sort()
+    if len(key):
+        key = key[np.r_[True, key[1:] != key[:-1]]]
+    sizes = np.bincount(key >> SHINGLE_BITS, minlength=len(text))
+    return (key & ((1 << SHINGLE_BITS) - 1)).view(np.uint64), sizes
 
 
 def multipliers(num_perm: int, seed: int) -> np.ndarray:
-    """The odd 64-bit multipliers of ``num_perm`` multiply-shift hash functions."""
+    """The odd 32-bit multipliers of ``num_perm`` multiplicative hash functions."""
     rng = np.random.default_rng(seed)
-    return rng.integers(0, 2**63, num_perm, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+    return rng.integers(0, 2**31, num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
 
 
 def signatures(sets: Shingles, num_perm: int, seed: int) -> np.ndarray:
     """uint32 (documents x ``num_perm``) MinHash signatures; documents without shingles get
     all-ones rows (they never match: callers leave them out).
 
-    Hash function k is ``h_k(x) = (a_k x mod 2^64) >> 32``. The shift is monotone, so it is
-    applied to each document's minimum product instead of every shingle; and one function at
-    a time over all shingles keeps the working array in cache, several times faster than a
-    (shingles x perms) block.
+    Hash function k is ``h_k(x) = a_k x mod 2^32`` on the low 32 bits of each shingle's
+    hash: a bijection of 32-bit values (a_k odd), so two shingles never tie, and the shingle
+    hashes are already random, so the minimum of each function falls on a uniformly chosen
+    shingle. uint32 lanes are twice as many per SIMD instruction as uint64 ones, and going
+    through the shingles ``_SHINGLES_AT_ONCE`` at a time, all functions per block, keeps the
+    block in cache: several times faster than whole-array passes.
     """
     a = multipliers(num_perm, seed)
     n = len(sets.starts) - 1
-    out = np.full((num_perm, n), np.iinfo(np.uint32).max, dtype=np.uint32)
+    out = np.full((n, num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
     docs = np.flatnonzero(sets.sizes)
     if not len(docs):
-        return np.ascontiguousarray(out.T)
-    x = sets.hashes
+        return out
+    x = sets.hashes.astype(np.uint32)
     starts = sets.starts[docs]
-    h = np.empty_like(x)
-    with np.errstate(over="ignore"):
+    ends = sets.starts[docs + 1]
+    # blocks of whole documents, a new one at the first document past each _SHINGLES_AT_ONCE
+    block = np.unique(np.r_[np.searchsorted(starts, np.arange(0, len(x), _SHINGLES_AT_ONCE)), len(docs)])
+    found = np.empty((num_perm, len(docs)), np.uint32)
+    h = np.empty(_SHINGLES_AT_ONCE + int(sets.sizes.max()), np.uint32)
+    for first, end in zip(block[:-1], block[1:]):
+        lo, hi = starts[first], ends[end - 1]
+        xs, hs, at = x[lo:hi], h[:hi - lo], starts[first:end] - lo
         for k in range(num_perm):
-            np.multiply(x, a[k], out=h)
-            out[k, docs] = np.minimum.reduceat(h, starts) >> np.uint64(32)
-    return np.ascontiguousarray(out.T)
+            np.multiply(xs, a[k], out=hs)
+            np.minimum.reduceat(hs, at, out=found[k, first:end])
+    out[docs] = found.T
+    return out
 
 
 def choose_bands(num_perm: int, threshold: float) -> tuple[int, int]:

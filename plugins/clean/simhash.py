@@ -34,6 +34,7 @@ import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
+    import pyarrow as pa
 
 #: one set bit per byte: masks 8 bit-counters packed in a uint64
 _LANES = np.uint64(0x0101010101010101)
@@ -61,25 +62,33 @@ _WORD = re.compile(r"\w+")
 _DIGIT = re.compile(r"\d")
 
 
-def tokenize(texts: pd.Series, numbers: bool = False) -> tuple[np.ndarray, ...]:
+def arrow_text(texts: pd.Series | pa.Array) -> pa.Array:
+    """The texts as a pyarrow large_string array (missing values stay null)."""
+    import pyarrow as pa
+
+    if isinstance(texts, pa.Array):
+        return texts
+    return pa.array(texts.to_numpy(dtype=object), type=pa.large_string(), from_pandas=True)
+
+
+def tokenize(texts: pd.Series | pa.Array, numbers: bool = False) -> tuple[np.ndarray, ...]:
     """Normalised word tokens of every document: (token hashes, document index per token) and,
     with ``numbers``, whether each token holds a digit.
 
     Words are the runs of word characters of the lowercased text (punctuation and spacing do
-    not count). pyarrow splits on whitespace in C++; the punctuation is stripped once per
-    *distinct* whitespace token in Python (far fewer than tokens), and a token like "b,c" is
-    expanded into its words — several times faster than a regex over every document.
+    not count). pyarrow splits at spaces in C++ (a space is never inside a word, so no word is
+    cut); each *distinct* piece (far fewer than tokens) is split into its words once in Python,
+    so "b,c" or "b\\nc" gives two words and ",," none — several times faster than a regex
+    over every document.
     """
     import pandas as pd
-    import pyarrow as pa
     import pyarrow.compute as pc
 
-    arr = pa.array(texts.to_numpy(dtype=object), type=pa.large_string(), from_pandas=True)
-    # the ASCII kernels are faster and, on ASCII text, give the same pieces
+    arr = arrow_text(texts)
+    # the ASCII kernel is faster and, on ASCII text, gives the same result
     ascii = pc.all(pc.string_is_ascii(arr)).as_py() is not False
-    lower, split = (pc.ascii_lower, pc.ascii_split_whitespace) if ascii else (pc.utf8_lower, pc.utf8_split_whitespace)
-    pieces = split(lower(arr))
-    doc = pc.list_parent_indices(pieces).to_numpy(zero_copy_only=False).astype(np.int64)
+    pieces = pc.split_pattern((pc.ascii_lower if ascii else pc.utf8_lower)(arr), " ")
+    doc = pc.list_parent_indices(pieces).to_numpy(zero_copy_only=False)
     encoded = pc.dictionary_encode(pc.list_flatten(pieces))
     codes = encoded.indices.to_numpy(zero_copy_only=False)
     words_of = [_WORD.findall(piece) for piece in encoded.dictionary.to_pylist()]
@@ -88,21 +97,22 @@ def tokenize(texts: pd.Series, numbers: bool = False) -> tuple[np.ndarray, ...]:
     # hash each distinct word once (pandas' stable siphash)
     word_hash = (pd.util.hash_array(flat_words, categorize=False) if len(flat_words)
                  else np.empty(0, np.uint64))
+    digit = (np.fromiter((_DIGIT.search(w) is not None for w in flat_words), dtype=bool, count=len(flat_words))
+             if numbers else None)
     # expand every piece occurrence into its words: piece c owns word_hash[first[c]:first[c]+n_words[c]]
     first = np.cumsum(n_words) - n_words
-    count = n_words[codes]
     if n_words.max(initial=0) <= 1:  # no piece holds two words: no expansion, drop the empty pieces
-        keep = count.astype(bool)
-        word, doc = first[codes[keep]], doc[keep]
+        if not n_words.all():
+            keep = n_words.astype(bool)[codes]
+            codes, doc = codes[keep], doc[keep]
+        word = first[codes]
     else:
+        count = n_words[codes]
         total = int(count.sum())
         within = np.arange(total) - np.repeat(np.cumsum(count) - count, count)
         word, doc = np.repeat(first[codes], count) + within, np.repeat(doc, count)
-    out = word_hash[word].astype(np.uint64, copy=False), doc
-    if not numbers:
-        return out
-    digit = np.fromiter((_DIGIT.search(w) is not None for w in flat_words), dtype=bool, count=len(flat_words))
-    return *out, digit[word]
+    out = word_hash[word], doc.astype(np.int64, copy=False)
+    return out if digit is None else (*out, digit[word])
 
 
 def ngram_levels(hashes: np.ndarray, doc: np.ndarray, ngram: int):
