@@ -99,21 +99,75 @@ def _chunks(offsets: np.ndarray):
 
 
 def _chunk_shingles(text, ngram: int, number_weight: int) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct shingle hashes of the documents of ``text`` (sorted per document) and their counts."""
+    """Distinct shingle hashes of the documents of ``text`` (grouped by document) and their counts."""
+    if ngram == 1:
+        return _word_sets(simhash.words(text), number_weight)
     hashes, doc, digit = simhash.tokenize(text, numbers=True)
     feats, docs = map(list, zip(*simhash.ngram_levels(hashes, doc, ngram)))
     for k in range(1, number_weight):
-        feats.append(simhash.combine(hashes[digit], np.full(int(digit.sum()), k, np.uint64)))
+        feats.append(_weighted(hashes[digit], k))
         docs.append(doc[digit])
-    feats = feats[0] if len(feats) == 1 else np.concatenate(feats)
-    docs = docs[0] if len(docs) == 1 else np.concatenate(docs)
     # one sort of (document, shingle) keys packed in an int64 (a chunk has < 2^23 documents)
-    key = (docs << SHINGLE_BITS) | (feats >> np.uint64(64 - SHINGLE_BITS)).view(np.int64)
-    key.sort()
-    if len(key):
-        key = key[np.r_[True, key[1:] != key[:-1]]]
+    key = (np.concatenate(docs) << SHINGLE_BITS) | _kept_bits(np.concatenate(feats)).view(np.int64)
+    key = _distinct(key)
     sizes = np.bincount(key >> SHINGLE_BITS, minlength=len(text))
     return (key & ((1 << SHINGLE_BITS) - 1)).view(np.uint64), sizes
+
+
+def _weighted(hashes: np.ndarray, k: int) -> np.ndarray:
+    """The hash of the k-th extra copy of each (digit-holding) shingle."""
+    return simhash.combine(hashes, np.full(len(hashes), k, np.uint64))
+
+
+def _kept_bits(hashes: np.ndarray) -> np.ndarray:
+    """The top SHINGLE_BITS bits of 64-bit hashes."""
+    return hashes >> np.uint64(64 - SHINGLE_BITS)
+
+
+def _word_sets(tokens: simhash.Words, number_weight: int) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct word hashes per document (the 1-gram shingles, same sets as the n-gram path).
+
+    Deduplicated on small integer ids instead of hashes: the (document, item) sort keys fit
+    in a uint32 for a run of documents (twice as fast to sort as 64-bit keys) and each
+    distinct word is hashed once. Items are the words plus, for a word with a digit, its
+    ``number_weight - 1`` extra copies; words whose kept hash bits collide are one item.
+    """
+    import pandas as pd
+
+    word_hash = tokens.hashes()
+    n_words, per_doc = len(word_hash), tokens.per_doc
+    digit = tokens.digits() if number_weight > 1 else np.zeros(n_words, bool)
+    digit_rank = np.cumsum(digit) - 1
+    n_digit = int(digit.sum())
+    copies = [_weighted(word_hash[digit], k) for k in range(1, number_weight)] if n_digit else []
+    item_of, item_hash = pd.factorize(_kept_bits(np.concatenate([word_hash, *copies])))
+    m = len(item_hash)
+    if not m:
+        return np.empty(0, np.uint64), np.zeros(len(per_doc), np.int64)
+    ids = item_of[tokens.ids].astype(np.uint32)
+    token_start = np.r_[0, np.cumsum(per_doc)]
+    sizes = np.zeros(len(per_doc), np.int64)
+    items = []
+    run = max(1, (2**32 - 1) // m)  # documents per run: local document x m + item < 2^32
+    for d0 in range(0, len(per_doc), run):
+        d1 = min(d0 + run, len(per_doc))
+        t0, t1 = token_start[d0], token_start[d1]
+        key = np.repeat(np.arange(d1 - d0, dtype=np.uint32) * np.uint32(m), per_doc[d0:d1])
+        key += ids[t0:t1]
+        if n_digit:
+            word = tokens.ids[t0:t1]
+            with_digit = digit[word]
+            base = key[with_digit] - ids[t0:t1][with_digit]
+            rank = digit_rank[word[with_digit]]
+            key = np.concatenate([key] + [base + item_of[n_words + (k - 1) * n_digit + rank].astype(np.uint32)
+                                          for k in range(1, number_weight)])
+        key.sort()
+        key = key[np.r_[True, key[1:] != key[:-1]]] if len(key) else key
+        # documents' boundaries in the sorted keys: local document d starts at key d x m
+        bounds = np.searchsorted(key, np.arange(d1 - d0 + 1, dtype=np.uint32) * np.uint32(m))
+        sizes[d0:d1] = np.diff(bounds)
+        items.append(key % np.uint32(m))
+    return item_hash[np.concatenate(items)], sizes
 
 
 def multipliers(num_perm: int, seed: int) -> np.ndarray:

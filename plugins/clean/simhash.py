@@ -27,6 +27,7 @@ How it works:
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from itertools import combinations, pairwise
 from typing import TYPE_CHECKING
 
@@ -71,48 +72,74 @@ def arrow_text(texts: pd.Series | pa.Array) -> pa.Array:
     return pa.array(texts.to_numpy(dtype=object), type=pa.large_string(), from_pandas=True)
 
 
-def tokenize(texts: pd.Series | pa.Array, numbers: bool = False) -> tuple[np.ndarray, ...]:
-    """Normalised word tokens of every document: (token hashes, document index per token) and,
-    with ``numbers``, whether each token holds a digit.
+@dataclass
+class Words:
+    """The word tokens of a set of documents, as ids into their distinct words."""
+
+    ids: np.ndarray  #: int64 per token: its word's index in ``vocabulary``
+    per_doc: np.ndarray  #: int64 per document: its number of tokens (tokens are in document order)
+    vocabulary: np.ndarray  #: object: the distinct words (lowercased)
+
+    def hashes(self) -> np.ndarray:
+        """uint64 per distinct word (pandas' stable siphash of the word)."""
+        import pandas as pd
+
+        return (pd.util.hash_array(self.vocabulary, categorize=False) if len(self.vocabulary)
+                else np.empty(0, np.uint64))
+
+    def digits(self) -> np.ndarray:
+        """bool per distinct word: it holds a digit."""
+        return np.fromiter((_DIGIT.search(w) is not None for w in self.vocabulary), dtype=bool,
+                           count=len(self.vocabulary))
+
+
+def words(texts: pd.Series | pa.Array) -> Words:
+    """The normalised words of every document, as ids into the distinct words.
 
     Words are the runs of word characters of the lowercased text (punctuation and spacing do
     not count). pyarrow splits at spaces in C++ (a space is never inside a word, so no word is
-    cut); each *distinct* piece (far fewer than tokens) is split into its words once in Python,
-    so "b,c" or "b\\nc" gives two words and ",," none — several times faster than a regex
-    over every document.
+    cut) and numbers the distinct pieces; each *distinct* piece (far fewer than tokens) is
+    split into its words once in Python, so "b,c" or "b\\nc" gives two words and ",," none —
+    several times faster than a regex over every document.
     """
-    import pandas as pd
     import pyarrow.compute as pc
 
     arr = arrow_text(texts)
     # the ASCII kernel is faster and, on ASCII text, gives the same result
     ascii = pc.all(pc.string_is_ascii(arr)).as_py() is not False
     pieces = pc.split_pattern((pc.ascii_lower if ascii else pc.utf8_lower)(arr), " ")
-    doc = pc.list_parent_indices(pieces).to_numpy(zero_copy_only=False)
+    offsets = pieces.offsets.to_numpy(zero_copy_only=False)
     encoded = pc.dictionary_encode(pc.list_flatten(pieces))
     codes = encoded.indices.to_numpy(zero_copy_only=False)
-    words_of = [_WORD.findall(piece) for piece in encoded.dictionary.to_pylist()]
-    n_words = np.fromiter(map(len, words_of), dtype=np.int64, count=len(words_of))
-    flat_words = np.asarray([w for ws in words_of for w in ws], dtype=object)
-    # hash each distinct word once (pandas' stable siphash)
-    word_hash = (pd.util.hash_array(flat_words, categorize=False) if len(flat_words)
-                 else np.empty(0, np.uint64))
-    digit = (np.fromiter((_DIGIT.search(w) is not None for w in flat_words), dtype=bool, count=len(flat_words))
-             if numbers else None)
-    # expand every piece occurrence into its words: piece c owns word_hash[first[c]:first[c]+n_words[c]]
-    first = np.cumsum(n_words) - n_words
-    if n_words.max(initial=0) <= 1:  # no piece holds two words: no expansion, drop the empty pieces
+    vocabulary: dict[str, int] = {}
+    piece_words = [[vocabulary.setdefault(w, len(vocabulary)) for w in _WORD.findall(piece)]
+                   for piece in encoded.dictionary.to_pylist()]
+    n_words = np.fromiter(map(len, piece_words), dtype=np.int64, count=len(piece_words))
+    per_doc = np.diff(offsets).astype(np.int64)
+    if n_words.max(initial=0) <= 1:  # no piece holds two words: drop the empty ones
+        piece_word = np.fromiter((ws[0] if ws else -1 for ws in piece_words), np.int32, len(piece_words))
+        ids = piece_word[codes]
         if not n_words.all():
-            keep = n_words.astype(bool)[codes]
-            codes, doc = codes[keep], doc[keep]
-        word = first[codes]
-    else:
+            empty = np.flatnonzero(ids < 0)
+            per_doc -= np.bincount(np.searchsorted(offsets - offsets[0], empty, side="right") - 1,
+                                   minlength=len(per_doc))
+            ids = np.delete(ids, empty)
+    else:  # expand every piece occurrence into its words
+        flat = np.fromiter((w for ws in piece_words for w in ws), np.int64, int(n_words.sum()))
         count = n_words[codes]
-        total = int(count.sum())
-        within = np.arange(total) - np.repeat(np.cumsum(count) - count, count)
-        word, doc = np.repeat(first[codes], count) + within, np.repeat(doc, count)
-    out = word_hash[word], doc.astype(np.int64, copy=False)
-    return out if digit is None else (*out, digit[word])
+        first = np.repeat((np.cumsum(n_words) - n_words)[codes], count)
+        ids = flat[first + np.arange(len(first)) - np.repeat(np.cumsum(count) - count, count)]
+        before = np.r_[0, np.cumsum(count)]  # tokens per document: the words of its pieces
+        per_doc = before[offsets[1:] - offsets[0]] - before[offsets[:-1] - offsets[0]]
+    return Words(ids, per_doc, np.asarray(list(vocabulary), dtype=object))
+
+
+def tokenize(texts: pd.Series | pa.Array, numbers: bool = False) -> tuple[np.ndarray, ...]:
+    """Normalised word tokens of every document (:func:`words`): (token hashes, document index
+    per token) and, with ``numbers``, whether each token holds a digit."""
+    tokens = words(texts)
+    out = tokens.hashes()[tokens.ids], np.repeat(np.arange(len(tokens.per_doc)), tokens.per_doc)
+    return (*out, tokens.digits()[tokens.ids]) if numbers else out
 
 
 def ngram_levels(hashes: np.ndarray, doc: np.ndarray, ngram: int):
