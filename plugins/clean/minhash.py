@@ -24,6 +24,7 @@ measures the difference). The method is the standard one (Broder 1997; Leskovec 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -37,6 +38,10 @@ if TYPE_CHECKING:  # pragma: no cover
 CANDIDATE_PROBABILITY = 0.995
 #: candidate pairs verified at once (the pair number shares a uint64 with a shingle)
 _PAIRS_AT_ONCE = 100_000
+#: band-bucket pairs per document above which the prefix filter's count is computed too
+CROWDED_PAIRS_PER_DOC = 50
+#: candidate pairs generated and checked at once
+_CANDIDATES_AT_ONCE = 1 << 22
 
 
 @dataclass
@@ -83,9 +88,13 @@ def shingles(texts: pd.Series, ngram: int, number_weight: int = NUMBER_WEIGHT) -
         h, size = _chunk_shingles(text.slice(lo, hi - lo), ngram, number_weight)
         hashes.append(h)
         sizes.append(size)
-    sizes = np.concatenate(sizes) if sizes else np.empty(0, np.int64)
-    return Shingles(np.concatenate(hashes) if hashes else np.empty(0, np.uint64),
-                    np.r_[0, np.cumsum(sizes)].astype(np.int64))
+    sizes = _joined(sizes, np.int64)
+    return Shingles(_joined(hashes, np.uint64), np.r_[0, np.cumsum(sizes)].astype(np.int64))
+
+
+def _joined(parts: list[np.ndarray], dtype) -> np.ndarray:
+    """The parts end to end (without a copy when there is one)."""
+    return parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else np.empty(0, dtype)
 
 
 def _chunks(offsets: np.ndarray):
@@ -144,7 +153,8 @@ def _word_sets(tokens: simhash.Words, number_weight: int) -> tuple[np.ndarray, n
     m = len(item_hash)
     if not m:
         return np.empty(0, np.uint64), np.zeros(len(per_doc), np.int64)
-    ids = item_of[tokens.ids].astype(np.uint32)
+    item_of = item_of.astype(np.uint32)
+    ids = item_of[tokens.ids]
     token_start = np.r_[0, np.cumsum(per_doc)]
     sizes = np.zeros(len(per_doc), np.int64)
     items = []
@@ -159,15 +169,19 @@ def _word_sets(tokens: simhash.Words, number_weight: int) -> tuple[np.ndarray, n
             with_digit = digit[word]
             base = key[with_digit] - ids[t0:t1][with_digit]
             rank = digit_rank[word[with_digit]]
-            key = np.concatenate([key] + [base + item_of[n_words + (k - 1) * n_digit + rank].astype(np.uint32)
+            key = np.concatenate([key] + [base + item_of[n_words + (k - 1) * n_digit + rank]
                                           for k in range(1, number_weight)])
         key.sort()
-        key = key[np.r_[True, key[1:] != key[:-1]]] if len(key) else key
+        if len(key):
+            first = np.empty(len(key), bool)
+            first[0] = True
+            np.not_equal(key[1:], key[:-1], out=first[1:])
+            key = key[first]
         # documents' boundaries in the sorted keys: local document d starts at key d x m
         bounds = np.searchsorted(key, np.arange(d1 - d0 + 1, dtype=np.uint32) * np.uint32(m))
         sizes[d0:d1] = np.diff(bounds)
-        items.append(key % np.uint32(m))
-    return item_hash[np.concatenate(items)], sizes
+        items.append(np.remainder(key, np.uint32(m), out=key))
+    return item_hash[_joined(items, np.uint32)], sizes
 
 
 def multipliers(num_perm: int, seed: int) -> np.ndarray:
@@ -244,23 +258,49 @@ def _expand(lo: np.ndarray, count: np.ndarray) -> np.ndarray:
     return np.repeat(lo, count) + np.arange(total) - np.repeat(np.cumsum(count) - count, count)
 
 
+def _runs(keys: np.ndarray, docs: np.ndarray, sizes: np.ndarray | None = None,
+          threshold: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """``docs`` sorted into runs of equal ``keys`` (smallest set first within a run), and per
+    element how many later elements of its run it pairs with: all of them, or with ``sizes``
+    those whose set is small enough for Jaccard >= ``threshold`` (at most min / max)."""
+    size = sizes[docs] if sizes is not None else np.zeros(len(docs), np.int64)
+    order = np.lexsort((size, keys))
+    docs, keys, size = docs[order], keys[order], size[order]
+    run = np.cumsum(np.r_[False, keys[1:] != keys[:-1]]) if len(keys) else np.empty(0, np.int64)
+    span = int(size.max(initial=0)) + 1
+    largest = np.minimum(np.floor((size + 1e-9) / threshold), span - 1).astype(np.int64) if threshold else span - 1
+    upper = np.searchsorted(run * span + size, run * span + largest, side="right")
+    return docs, upper - np.arange(len(docs)) - 1
+
+
 def candidate_pairs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Distinct document pairs (i < j) sharing a band key (``keys``: documents x bands)."""
-    n, bands = keys.shape
-    flat = keys.ravel()
-    order = np.argsort(flat, kind="stable")
-    k, d = flat[order], order // bands
-    run_start = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
-    run_end = np.r_[run_start[1:], len(k)]
-    # each element pairs with the later elements of its run of equal keys
-    later = np.repeat(run_end, run_end - run_start) - np.arange(len(k)) - 1
-    has = np.flatnonzero(later)
-    i = np.repeat(has, later[has])
-    j = _expand(has + 1, later[has])
-    a, b = d[i], d[j]
-    lo, hi = np.minimum(a, b), np.maximum(a, b)
-    pair = _distinct(lo * n + hi)
-    return pair // n, pair % n
+    return _checked_pairs(*_runs(keys.ravel(), np.arange(keys.size) // keys.shape[1]), len(keys),
+                          lambda i, j: (i, j))
+
+
+def prefix_runs(sets: Shingles, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Documents grouped by the shingles of their prefixes (see :func:`_runs`): prefix
+    filtering (Bayardo et al., WWW 2007), an exact candidate rule.
+
+    Shingles are ordered rarest first (fewest documents, then hash) and a set of size m keeps
+    its first ``m - ceil(threshold m) + 1``. Two sets with Jaccard >= ``threshold`` share at
+    least ``ceil(threshold max(m, m'))`` shingles, so their prefixes share one: no pair above
+    the threshold is missed. Shingles every document has (a boilerplate) come last and fall
+    out of the prefixes, where they crowd the MinHash band buckets.
+    """
+    import pandas as pd
+
+    sizes = sets.sizes
+    code, distinct = pd.factorize(sets.hashes)
+    rank = np.empty(len(distinct), np.int64)
+    rank[np.lexsort((distinct, np.bincount(code, minlength=len(distinct))))] = np.arange(len(distinct))
+    # per document its shingles rarest first: one sort of (document, rank) keys
+    key = np.sort((np.repeat(np.arange(len(sizes)), sizes) << 32) | rank[code])
+    prefix = sizes - np.ceil(threshold * sizes - 1e-9).astype(np.int64) + 1
+    within = np.arange(len(key)) - np.repeat(sets.starts[:-1], sizes)
+    key = key[within < np.repeat(prefix, sizes)]
+    return _runs(key & 0xFFFFFFFF, key >> 32, sizes, threshold)
 
 
 def cross_pairs(query_keys: np.ndarray, ref_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -298,31 +338,109 @@ def jaccard(left: Shingles, right: Shingles, i: np.ndarray, j: np.ndarray) -> np
     return out
 
 
-def _plausible(sig_i: np.ndarray, sig_j: np.ndarray, i: np.ndarray, j: np.ndarray,
-               threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """The candidate pairs whose signature estimate of Jaccard is within 5 standard errors
-    of ``threshold`` or above: a pair at the threshold is dropped with probability < 1e-6,
-    and the exact check only sees pairs that may pass. A first pass on 32 values drops most
-    chance candidates at a quarter of the cost."""
-    perms = sig_i.shape[1]
-    for used in sorted({min(32, perms), perms}):
-        floor = threshold - 5 * np.sqrt(threshold * (1 - threshold) / used)
-        a, b = np.ascontiguousarray(sig_i[:, :used]), np.ascontiguousarray(sig_j[:, :used])
+class _SignatureCheck:
+    """Drops candidate pairs whose signatures agree far too little: 5 standard errors below
+    what a pair at ``threshold`` gives, so a pair at the threshold is dropped with probability
+    < 1e-6 at each stage, and the exact check only sees pairs that may pass.
+
+    Three stages, cheapest first: the lowest 2 bits of every value (b-bit minwise hashing, Li
+    and König 2010: 16 values in a uint64, two values agree with probability J + (1 - J) / 4),
+    then 32 whole values, then all of them.
+    """
+
+    def __init__(self, sig_i: np.ndarray, sig_j: np.ndarray, threshold: float):
+        self.sig_i, self.sig_j, self.threshold = sig_i, sig_j, threshold
+        perms = sig_i.shape[1]
+        self.lanes = 32 * (perms // 32)
+        self.bits = (_two_bits(sig_i[:, :self.lanes]), _two_bits(sig_j[:, :self.lanes])) if self.lanes else None
+        self.first = (np.ascontiguousarray(sig_i[:, :32]), np.ascontiguousarray(sig_j[:, :32])) if perms > 32 else None
+
+    def __call__(self, i: np.ndarray, j: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        t = self.threshold
+        if self.bits is not None:
+            p = t + (1 - t) / 4
+            i, j = self._keep(i, j, self.bits, _equal_lanes, self.lanes * p - 5 * np.sqrt(self.lanes * p * (1 - p)))
+        for a, b in filter(None, (self.first, (self.sig_i, self.sig_j))):
+            used = a.shape[1]
+            i, j = self._keep(i, j, (a, b), _equal_values, used * (t - 5 * np.sqrt(t * (1 - t) / used)))
+        return i, j
+
+    @staticmethod
+    def _keep(i, j, sides, agreement, floor):
         keep = np.empty(len(i), bool)
         for s in range(0, len(i), _PAIRS_AT_ONCE):
             e = s + _PAIRS_AT_ONCE
-            agree = np.count_nonzero(a[i[s:e]] == b[j[s:e]], axis=1)
-            keep[s:e] = agree >= floor * used
-        i, j = i[keep], j[keep]
-    return i, j
+            keep[s:e] = agreement(sides[0][i[s:e]], sides[1][j[s:e]]) >= floor
+        return i[keep], j[keep]
+
+
+def _two_bits(sigs: np.ndarray) -> np.ndarray:
+    """The lowest 2 bits of each signature value, 32 values per uint64."""
+    n, perms = sigs.shape
+    lanes = (sigs & 3).astype(np.uint64).reshape(n, perms // 32, 32) << (2 * np.arange(32, dtype=np.uint64))
+    return np.bitwise_or.reduce(lanes, axis=2)
+
+
+_LOW_BITS = np.uint64(0x5555555555555555)
+
+
+def _equal_lanes(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per row, how many 2-bit lanes of ``a`` and ``b`` are equal."""
+    x = a ^ b
+    differ = np.bitwise_count((x | (x >> np.uint64(1))) & _LOW_BITS).sum(axis=1, dtype=np.int64)
+    return 32 * a.shape[1] - differ
+
+
+def _equal_values(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.count_nonzero(a == b, axis=1)
+
+
+def _checked_pairs(docs: np.ndarray, later: np.ndarray, n: int, check) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct pairs (i < j) of each element of ``docs`` with its ``later`` next ones (see
+    :func:`_runs`) that pass ``check``, generated _CANDIDATES_AT_ONCE at a time: crowded
+    buckets do not fill the memory."""
+    total = np.cumsum(later)
+    cuts = np.searchsorted(total, np.arange(_CANDIDATES_AT_ONCE, int(total[-1]) if len(total) else 0,
+                                            _CANDIDATES_AT_ONCE))
+    kept = []
+    for lo, hi in pairwise(np.unique(np.r_[0, cuts, len(docs)])):
+        has = lo + np.flatnonzero(later[lo:hi])
+        a, b = docs[np.repeat(has, later[has])], docs[_expand(has + 1, later[has])]
+        first, second = np.minimum(a, b), np.maximum(a, b)
+        pair = _distinct((first * n + second)[first != second])
+        i, j = check(pair // n, pair % n)
+        kept.append(i * n + j)
+    pair = _distinct(np.concatenate(kept)) if kept else np.empty(0, np.int64)
+    return pair // n, pair % n
 
 
 def near_pairs(sets: Shingles, sigs: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs (i < j) of documents whose shingle sets have Jaccard >= ``threshold``."""
+    """Pairs (i < j) of documents whose shingle sets have Jaccard >= ``threshold``.
+
+    Candidates are the pairs sharing a band key; where those buckets are crowded (more than
+    CROWDED_PAIRS_PER_DOC pairs a document: documents that share much of their text) and the
+    exact prefix filter (:func:`prefix_runs`) gives fewer pairs, those pairs instead. Each
+    passes the size bound and the signature check before its exact Jaccard is computed.
+    """
+    n = len(sigs)
     bands, rows = choose_bands(sigs.shape[1], threshold)
-    i, j = _plausible(sigs, sigs, *candidate_pairs(band_keys(sigs, bands, rows)), threshold)
+    keys = band_keys(sigs, bands, rows)
+    docs, later = _runs(keys.ravel(), np.arange(keys.size) // bands, sets.sizes, threshold)
+    if later.sum() > CROWDED_PAIRS_PER_DOC * n:
+        by_prefix = prefix_runs(sets, threshold)
+        if by_prefix[1].sum() < later.sum():
+            docs, later = by_prefix
+    i, j = _checked_pairs(docs, later, n, _SignatureCheck(sigs, sigs, threshold))
     close = jaccard(sets, sets, i, j) >= threshold
     return i[close], j[close]
+
+
+def _similar_sizes(left: np.ndarray, right: np.ndarray, i: np.ndarray, j: np.ndarray,
+                   threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs whose set sizes allow Jaccard >= ``threshold`` (it is at most min / max)."""
+    a, b = left[i], right[j]
+    keep = np.minimum(a, b) >= threshold * np.maximum(a, b) - 1e-9
+    return i[keep], j[keep]
 
 
 def nearest_in(query: Shingles, query_sigs: np.ndarray, ref: Shingles, ref_sigs: np.ndarray,
@@ -336,7 +454,7 @@ def nearest_in(query: Shingles, query_sigs: np.ndarray, ref: Shingles, ref_sigs:
         return empty, empty, np.empty(0)
     bands, rows = choose_bands(query_sigs.shape[1], threshold)
     q, r = cross_pairs(band_keys(query_sigs, bands, rows), band_keys(ref_sigs, bands, rows))
-    q, r = _plausible(query_sigs, ref_sigs, q, r, threshold)
+    q, r = _SignatureCheck(query_sigs, ref_sigs, threshold)(*_similar_sizes(query.sizes, ref.sizes, q, r, threshold))
     sim = jaccard(query, ref, q, r)
     close = sim >= threshold
     q, r, sim = q[close], r[close], sim[close]
