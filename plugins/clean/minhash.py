@@ -75,7 +75,7 @@ SHINGLE_BITS = 40
 CHUNK_BYTES = 1 << 24
 _CHUNK_DOCS = 1 << 20
 #: shingles hashed at once per permutation in :func:`signatures` (fits in the L2 cache)
-_SHINGLES_AT_ONCE = 1 << 16
+_SHINGLES_AT_ONCE = 1 << 17
 
 
 def shingles(texts: pd.Series, ngram: int, number_weight: int = NUMBER_WEIGHT) -> Shingles:
@@ -258,24 +258,33 @@ def _expand(lo: np.ndarray, count: np.ndarray) -> np.ndarray:
     return np.repeat(lo, count) + np.arange(total) - np.repeat(np.cumsum(count) - count, count)
 
 
+#: low bits of a run key that hold the set size (sizes beyond are capped: more pairs, none lost)
+_SIZE_BITS = 24
+_SIZE_CAP = np.uint64((1 << _SIZE_BITS) - 1)
+
+
 def _runs(keys: np.ndarray, docs: np.ndarray, sizes: np.ndarray | None = None,
           threshold: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """``docs`` sorted into runs of equal ``keys`` (smallest set first within a run), and per
-    element how many later elements of its run it pairs with: all of them, or with ``sizes``
-    those whose set is small enough for Jaccard >= ``threshold`` (at most min / max)."""
-    size = sizes[docs] if sizes is not None else np.zeros(len(docs), np.int64)
-    order = np.lexsort((size, keys))
-    docs, keys, size = docs[order], keys[order], size[order]
-    run = np.cumsum(np.r_[False, keys[1:] != keys[:-1]]) if len(keys) else np.empty(0, np.int64)
-    span = int(size.max(initial=0)) + 1
-    largest = np.minimum(np.floor((size + 1e-9) / threshold), span - 1).astype(np.int64) if threshold else span - 1
-    upper = np.searchsorted(run * span + size, run * span + largest, side="right")
-    return docs, upper - np.arange(len(docs)) - 1
+    """``docs`` sorted into runs of equal ``keys`` (uint64 with the low _SIZE_BITS bits free),
+    smallest set first within a run, and per element how many later elements of its run it
+    pairs with: all of them, or with ``sizes`` only those whose set is small enough for
+    Jaccard >= ``threshold`` (it is at most min / max). One sort of keys with the sizes in
+    their low bits."""
+    if sizes is None:
+        size, largest = np.zeros(len(docs), np.uint64), np.full(len(docs), _SIZE_CAP)
+    else:
+        size = np.minimum(sizes[docs], int(_SIZE_CAP)).astype(np.uint64)
+        largest = np.minimum(np.floor((size + 1e-9) / threshold), float(_SIZE_CAP)).astype(np.uint64)
+    sort_key = keys | size
+    order = np.argsort(sort_key)
+    sort_key = sort_key[order]
+    upper = np.searchsorted(sort_key, (sort_key & ~_SIZE_CAP) | largest[order], side="right")
+    return docs[order], upper - np.arange(len(docs)) - 1
 
 
 def candidate_pairs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Distinct document pairs (i < j) sharing a band key (``keys``: documents x bands)."""
-    return _checked_pairs(*_runs(keys.ravel(), np.arange(keys.size) // keys.shape[1]), len(keys),
+    return _checked_pairs(*_runs(keys.ravel() & ~_SIZE_CAP, np.arange(keys.size) // keys.shape[1]), len(keys),
                           lambda i, j: (i, j))
 
 
@@ -300,7 +309,7 @@ def prefix_runs(sets: Shingles, threshold: float) -> tuple[np.ndarray, np.ndarra
     prefix = sizes - np.ceil(threshold * sizes - 1e-9).astype(np.int64) + 1
     within = np.arange(len(key)) - np.repeat(sets.starts[:-1], sizes)
     key = key[within < np.repeat(prefix, sizes)]
-    return _runs(key & 0xFFFFFFFF, key >> 32, sizes, threshold)
+    return _runs((key & 0xFFFFFFFF).astype(np.uint64) << np.uint64(_SIZE_BITS), key >> 32, sizes, threshold)
 
 
 def cross_pairs(query_keys: np.ndarray, ref_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -425,7 +434,8 @@ def near_pairs(sets: Shingles, sigs: np.ndarray, threshold: float) -> tuple[np.n
     n = len(sigs)
     bands, rows = choose_bands(sigs.shape[1], threshold)
     keys = band_keys(sigs, bands, rows)
-    docs, later = _runs(keys.ravel(), np.arange(keys.size) // bands, sets.sizes, threshold)
+    # (band keys agreeing in all but their low bits share a run: a few more pairs, none lost)
+    docs, later = _runs(keys.ravel() & ~_SIZE_CAP, np.arange(keys.size) // bands, sets.sizes, threshold)
     if later.sum() > CROWDED_PAIRS_PER_DOC * n:
         by_prefix = prefix_runs(sets, threshold)
         if by_prefix[1].sum() < later.sum():

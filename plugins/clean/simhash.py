@@ -88,9 +88,15 @@ class Words:
                 else np.empty(0, np.uint64))
 
     def digits(self) -> np.ndarray:
-        """bool per distinct word: it holds a digit."""
-        return np.fromiter((_DIGIT.search(w) is not None for w in self.vocabulary), dtype=bool,
-                           count=len(self.vocabulary))
+        """bool per distinct word: it holds a digit (Python's ``\\d``; pyarrow's regex on ASCII words)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        vocab = pa.array(self.vocabulary, type=pa.large_string())
+        out = pc.match_substring_regex(vocab, "[0-9]").to_numpy(zero_copy_only=False)
+        for k in np.flatnonzero(~pc.string_is_ascii(vocab).to_numpy(zero_copy_only=False)):
+            out[k] = _DIGIT.search(self.vocabulary[k]) is not None
+        return out
 
 
 def words(texts: pd.Series | pa.Array) -> Words:
@@ -111,13 +117,21 @@ def words(texts: pd.Series | pa.Array) -> Words:
     offsets = pieces.offsets.to_numpy(zero_copy_only=False)
     encoded = pc.dictionary_encode(pc.list_flatten(pieces))
     codes = encoded.indices.to_numpy(zero_copy_only=False)
-    vocabulary: dict[str, int] = {}
-    piece_words = [[vocabulary.setdefault(w, len(vocabulary)) for w in _WORD.findall(piece)]
-                   for piece in encoded.dictionary.to_pylist()]
-    n_words = np.fromiter(map(len, piece_words), dtype=np.int64, count=len(piece_words))
+    # a piece of ASCII word characters only (most pieces) is one word, itself; the regex
+    # splits the others in Python
+    dictionary = encoded.dictionary
+    whole = pc.match_substring_regex(dictionary, "^[a-z0-9_]+$").to_numpy(zero_copy_only=False)
+    other = np.flatnonzero(~whole)
+    vocabulary = dict(zip(dictionary.filter(whole).to_pylist(), range(int(whole.sum()))))
+    other_words = [[vocabulary.setdefault(w, len(vocabulary)) for w in _WORD.findall(piece)]
+                   for piece in dictionary.take(other).to_pylist()]
+    n_words = whole.astype(np.int64)
+    n_words[other] = np.fromiter(map(len, other_words), np.int64, len(other))
     per_doc = np.diff(offsets).astype(np.int64)
     if n_words.max(initial=0) <= 1:  # no piece holds two words: drop the empty ones
-        piece_word = np.fromiter((ws[0] if ws else -1 for ws in piece_words), np.int32, len(piece_words))
+        piece_word = np.full(len(whole), -1, np.int32)
+        piece_word[whole] = np.arange(int(whole.sum()))
+        piece_word[other] = np.fromiter((ws[0] if ws else -1 for ws in other_words), np.int32, len(other))
         ids = piece_word[codes]
         if not n_words.all():
             empty = np.flatnonzero(ids < 0)
@@ -125,13 +139,21 @@ def words(texts: pd.Series | pa.Array) -> Words:
                                    minlength=len(per_doc))
             ids = np.delete(ids, empty)
     else:  # expand every piece occurrence into its words
-        flat = np.fromiter((w for ws in piece_words for w in ws), np.int64, int(n_words.sum()))
+        first = np.cumsum(n_words) - n_words  # piece c owns flat[first[c]:first[c] + n_words[c]]
+        flat = np.empty(int(n_words.sum()), np.int64)
+        flat[first[whole]] = np.arange(int(whole.sum()))
+        flat[np.repeat(first[other], n_words[other]) + _within(n_words[other])] = \
+            np.fromiter((w for ws in other_words for w in ws), np.int64, int(n_words[other].sum()))
         count = n_words[codes]
-        first = np.repeat((np.cumsum(n_words) - n_words)[codes], count)
-        ids = flat[first + np.arange(len(first)) - np.repeat(np.cumsum(count) - count, count)]
+        ids = flat[np.repeat(first[codes], count) + _within(count)]
         before = np.r_[0, np.cumsum(count)]  # tokens per document: the words of its pieces
         per_doc = before[offsets[1:] - offsets[0]] - before[offsets[:-1] - offsets[0]]
     return Words(ids, per_doc, np.asarray(list(vocabulary), dtype=object))
+
+
+def _within(count: np.ndarray) -> np.ndarray:
+    """0, 1, ..., count[k] - 1 for every k, concatenated."""
+    return np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
 
 
 def tokenize(texts: pd.Series | pa.Array, numbers: bool = False) -> tuple[np.ndarray, ...]:
