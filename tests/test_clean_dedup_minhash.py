@@ -154,3 +154,34 @@ def test_word_sets_equal_the_one_gram_path():
     expected = {(d, h) for d, h in zip(docs.tolist(), minhash._kept_bits(np.concatenate(feats)).tolist())}
     got = {(d, h) for d in range(len(texts)) for h in ours.hashes[ours.starts[d]:ours.starts[d + 1]].tolist()}
     assert got == expected and len(ours.hashes) == len(got)
+
+
+def test_new_split_with_boilerplate_loses_only_copies_of_training_rows():
+    """Applied to another split, every row copying a training row goes (the crowded band
+    buckets of a shared boilerplate are checked in blocks), and no other row does."""
+    texts, source = documents(300, (30, 80), seed=8, copies=40, edits=3, boilerplate=100)
+    train = Table.from_frame(pd.DataFrame({"text": texts[:300]}), overrides={"text": {"modality": "text"}})
+    fresh, _ = documents(40, (30, 80), seed=9, copies=0, edits=0, boilerplate=0)
+    shared = texts[0].split()[:50] + texts[0].split()[-50:]  # the same header and footer
+    fresh = [" ".join(shared[:50] + t.split() + shared[50:]) for t in fresh]
+    test = Table.from_frame(pd.DataFrame({"text": texts[300:] + fresh}), overrides={"text": {"modality": "text"}},
+                            first_id=1000)
+    dedup = Dedup()
+    dedup.fit(train)
+    res = dedup.apply(test)
+    assert sorted(res.flagged.tolist()) == list(range(1000, 1040))
+    assert res.removed["duplicate_of"].tolist() == source[300:].tolist()
+
+
+def test_candidates_checked_in_small_blocks_give_the_same_pairs(monkeypatch):
+    texts, _ = documents(200, (20, 60), seed=10, copies=60, edits=2, boilerplate=40)
+    sets = minhash.shingles(pd.Series(texts), 1)
+    sigs = minhash.signatures(sets, 128, 1)
+    head = minhash.Shingles(sets.hashes[:sets.starts[150]], sets.starts[:151])
+    tail = sets.take(np.arange(150, 260))
+    whole = minhash.near_pairs(sets, sigs, 0.8), minhash.nearest_in(tail, sigs[150:], head, sigs[:150], 0.8)
+    monkeypatch.setattr(minhash, "_CANDIDATES_AT_ONCE", 7)
+    blocks = minhash.near_pairs(sets, sigs, 0.8), minhash.nearest_in(tail, sigs[150:], head, sigs[:150], 0.8)
+    for a, b in zip([*whole[0], *whole[1]], [*blocks[0], *blocks[1]]):
+        assert np.array_equal(a, b)
+    assert len(whole[0][0]) >= 60 and len(whole[1][0]) >= 30

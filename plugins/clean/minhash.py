@@ -312,8 +312,9 @@ def prefix_runs(sets: Shingles, threshold: float) -> tuple[np.ndarray, np.ndarra
     return _runs((key & 0xFFFFFFFF).astype(np.uint64) << np.uint64(_SIZE_BITS), key >> 32, sizes, threshold)
 
 
-def cross_pairs(query_keys: np.ndarray, ref_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct (query, reference) document pairs sharing a band key."""
+def cross_pairs(query_keys: np.ndarray, ref_keys: np.ndarray, check=None) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct (query, reference) document pairs sharing a band key and passing ``check``
+    (none: all), generated about _CANDIDATES_AT_ONCE at a time (whole query documents)."""
     bands = ref_keys.shape[1]
     flat = ref_keys.ravel()
     order = np.argsort(flat, kind="stable")
@@ -321,10 +322,18 @@ def cross_pairs(query_keys: np.ndarray, ref_keys: np.ndarray) -> tuple[np.ndarra
     q = query_keys.ravel()
     lo = np.searchsorted(sorted_keys, q, side="left")
     count = np.searchsorted(sorted_keys, q, side="right") - lo
-    qi = np.repeat(np.arange(len(q)) // bands, count)
-    ri = order[_expand(lo, count)] // bands
+    total = np.cumsum(count.reshape(-1, bands).sum(axis=1))
+    cuts = np.searchsorted(total, np.arange(_CANDIDATES_AT_ONCE, int(total[-1]) if len(total) else 0,
+                                            _CANDIDATES_AT_ONCE))
     m = len(ref_keys)
-    pair = _distinct(qi * m + ri)
+    kept = []
+    for first, end in pairwise(np.unique(np.r_[0, cuts, len(query_keys)]) * bands):
+        qi = np.repeat(np.arange(first, end) // bands, count[first:end])
+        ri = order[_expand(lo[first:end], count[first:end])] // bands
+        pair = _distinct(qi * m + ri)
+        i, j = (pair // m, pair % m) if check is None else check(pair // m, pair % m)
+        kept.append(i * m + j)
+    pair = _distinct(np.concatenate(kept)) if kept else np.empty(0, np.int64)
     return pair // m, pair % m
 
 
@@ -463,8 +472,12 @@ def nearest_in(query: Shingles, query_sigs: np.ndarray, ref: Shingles, ref_sigs:
     if not nq or not len(ref_sigs):
         return empty, empty, np.empty(0)
     bands, rows = choose_bands(query_sigs.shape[1], threshold)
-    q, r = cross_pairs(band_keys(query_sigs, bands, rows), band_keys(ref_sigs, bands, rows))
-    q, r = _SignatureCheck(query_sigs, ref_sigs, threshold)(*_similar_sizes(query.sizes, ref.sizes, q, r, threshold))
+    signature_check = _SignatureCheck(query_sigs, ref_sigs, threshold)
+
+    def check(q: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return signature_check(*_similar_sizes(query.sizes, ref.sizes, q, r, threshold))
+
+    q, r = cross_pairs(band_keys(query_sigs, bands, rows), band_keys(ref_sigs, bands, rows), check)
     sim = jaccard(query, ref, q, r)
     close = sim >= threshold
     q, r, sim = q[close], r[close], sim[close]
