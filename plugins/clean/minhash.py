@@ -5,20 +5,27 @@ Written by hand because the libraries compute one document at a time: datasketch
 measures the difference). The method is the standard one (Broder 1997; Leskovec et al.,
 *Mining of Massive Datasets*, ch. 3):
 
-* shingles: the distinct word n-grams (``1..ngram`` words) of each document, hashed once to
-  64 bits (:func:`forgeline.plugins.clean.simhash.tokenize`, the top 40 bits kept), in one
-  sorted flat array with per-document offsets (CSR layout);
-* signatures: ``num_perm`` multiply-shift universal hash functions
-  ``h(x) = (a x mod 2^64) >> 32`` (a random and odd; Dietzfelbinger et al. 1997), each applied
-  to all shingles at once, the minimum per document by ``np.minimum.reduceat``;
+* shingles: the distinct word n-grams (``1..ngram`` words) of each document, hashed to 64
+  bits (the top 40 bits kept), in one flat array with per-document offsets (CSR layout).
+  The corpus is tokenised CHUNK_BYTES of text at a time (:func:`simhash.words`: pyarrow
+  splits and numbers the pieces, each distinct piece becomes words once); word sets (the
+  default 1-grams) are deduplicated on word ids with 32-bit sort keys, each distinct word
+  hashed once;
+* signatures: ``num_perm`` multiplicative hash functions ``h(x) = a x mod 2^32`` (a random
+  and odd, x the low 32 bits of a shingle's hash), all of them applied to one cache-sized
+  block of shingles after another, the minimum per document by ``np.minimum.reduceat``;
 * banding: ``bands`` bands of ``rows`` values each are hashed to one 64-bit key per
   (document, band); documents sharing any key are candidates (one sort for all bands);
   ``rows`` is chosen so that a pair at the threshold Jaccard becomes a candidate with
-  probability >= 0.995;
-* verification: candidates whose signatures agree far too little are dropped (5 standard
-  errors below the threshold), then every remaining pair's *exact* Jaccard of the shingle sets (a sparse
-  document x shingle matrix, row-wise products), so precision does not depend on the
-  signature's estimate.
+  probability >= 0.995. Where the buckets are crowded (documents that share a boilerplate
+  share many band keys) the exact prefix filter is used instead when it gives fewer pairs
+  (:func:`prefix_runs`);
+* verification: pairs whose set sizes rule the threshold out are never formed; candidates
+  whose signatures agree far too little are dropped (5 standard errors below the threshold,
+  on 2 bits of every value first, then on whole values), then every remaining pair's *exact*
+  Jaccard of the shingle sets is computed, so precision does not depend on the signature's
+  estimate. Candidates are formed and checked a block at a time, so crowded buckets do not
+  fill the memory.
 """
 
 from __future__ import annotations
@@ -46,7 +53,7 @@ _CANDIDATES_AT_ONCE = 1 << 22
 
 @dataclass
 class Shingles:
-    """Distinct shingle hashes of each document: ``hashes[starts[d]:starts[d + 1]]`` (sorted)."""
+    """Distinct shingle hashes of each document: ``hashes[starts[d]:starts[d + 1]]``."""
 
     hashes: np.ndarray  #: uint64
     starts: np.ndarray  #: int64, length documents + 1
