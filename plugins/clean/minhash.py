@@ -270,23 +270,25 @@ _SIZE_BITS = 24
 _SIZE_CAP = np.uint64((1 << _SIZE_BITS) - 1)
 
 
-def _runs(keys: np.ndarray, docs: np.ndarray, sizes: np.ndarray | None = None,
-          threshold: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+def _runs(keys: np.ndarray, docs: np.ndarray, sizes: np.ndarray | None = None, threshold: float = 0.0,
+          emits: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``docs`` sorted into runs of equal ``keys`` (uint64 with the low _SIZE_BITS bits free),
     smallest set first within a run, and per element how many later elements of its run it
     pairs with: all of them, or with ``sizes`` only those whose set is small enough for
-    Jaccard >= ``threshold`` (it is at most min / max). One sort of keys with the sizes in
-    their low bits."""
+    Jaccard >= ``threshold`` (it is at most min / max); with ``emits``, elements not marked
+    pair with none (sets of equal size are then in document order in every run). One sort of
+    keys with the sizes in their low bits."""
     if sizes is None:
         size, largest = np.zeros(len(docs), np.uint64), np.full(len(docs), _SIZE_CAP)
     else:
         size = np.minimum(sizes[docs], int(_SIZE_CAP)).astype(np.uint64)
         largest = np.minimum(np.floor((size + 1e-9) / threshold), float(_SIZE_CAP)).astype(np.uint64)
     sort_key = keys | size
-    order = np.argsort(sort_key)
+    order = np.argsort(sort_key) if emits is None else np.lexsort((docs, sort_key))
     sort_key = sort_key[order]
     upper = np.searchsorted(sort_key, (sort_key & ~_SIZE_CAP) | largest[order], side="right")
-    return docs[order], upper - np.arange(len(docs)) - 1
+    later = upper - np.arange(len(docs)) - 1
+    return docs[order], later if emits is None else np.where(emits[order], later, 0)
 
 
 def candidate_pairs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -300,10 +302,14 @@ def prefix_runs(sets: Shingles, threshold: float) -> tuple[np.ndarray, np.ndarra
     filtering (Bayardo et al., WWW 2007), an exact candidate rule.
 
     Shingles are ordered rarest first (fewest documents, then hash) and a set of size m keeps
-    its first ``m - ceil(threshold m) + 1``. Two sets with Jaccard >= ``threshold`` share at
-    least ``ceil(threshold max(m, m'))`` shingles, so their prefixes share one: no pair above
-    the threshold is missed. Shingles every document has (a boilerplate) come last and fall
-    out of the prefixes, where they crowd the MinHash band buckets.
+    its first ``m - ceil(t m) + 1`` (t = ``threshold``). Two sets x, y with m_x <= m_y
+    (ties by document) and Jaccard >= t share at least ``a = ceil(t (m_x + m_y) / (1 + t))``
+    shingles, so x's first ``m_x - a + 1`` and y's first ``m_y - a + 1`` share one; with
+    ``t m_y <= m_x``, ``a`` is at least ``ceil(t m_y)`` and at least ``ceil(2t m_x / (1 + t))``,
+    so the pairs that y's prefix forms with the shorter "index prefix" of x,
+    ``m_x - ceil(2t m_x / (1 + t)) + 1`` (Xiao et al., PPJoin, WWW 2008), miss no pair above
+    the threshold. Shingles every document has (a boilerplate) come last and fall out of the
+    prefixes, where they crowd the MinHash band buckets.
     """
     import pandas as pd
 
@@ -314,9 +320,13 @@ def prefix_runs(sets: Shingles, threshold: float) -> tuple[np.ndarray, np.ndarra
     # per document its shingles rarest first: one sort of (document, rank) keys
     key = np.sort((np.repeat(np.arange(len(sizes)), sizes) << 32) | rank[code])
     prefix = sizes - np.ceil(threshold * sizes - 1e-9).astype(np.int64) + 1
+    indexed = sizes - np.ceil(2 * threshold / (1 + threshold) * sizes - 1e-9).astype(np.int64) + 1
     within = np.arange(len(key)) - np.repeat(sets.starts[:-1], sizes)
-    key = key[within < np.repeat(prefix, sizes)]
-    return _runs((key & 0xFFFFFFFF).astype(np.uint64) << np.uint64(_SIZE_BITS), key >> 32, sizes, threshold)
+    kept = within < np.repeat(prefix, sizes)
+    emits = (within < np.repeat(indexed, sizes))[kept]
+    key = key[kept]
+    return _runs((key & 0xFFFFFFFF).astype(np.uint64) << np.uint64(_SIZE_BITS), key >> 32, sizes, threshold,
+                 emits)
 
 
 def cross_pairs(query_keys: np.ndarray, ref_keys: np.ndarray, check=None) -> tuple[np.ndarray, np.ndarray]:
