@@ -8,9 +8,9 @@ Runs, on the same data in one process, and prints forgeline vs peer and their ra
    check) against datasketch ``MinHashLSH`` by hand (word sets, threshold 0.8, 128 perms) on
    generated corpora of several lengths (10 to 1,000 words), edit kinds and rates, one with
    a long boilerplate shared by every document, plus the credit dataset's templated notes
-   (recall, precision, documents per CPU second, fastest of 3 runs each: both sides are
-   single-threaded, and CPU time does not count the time other jobs of a shared machine
-   take), then SimHash alone on a million short documents;
+   (recall, precision, documents per CPU second, fastest of 3 alternating runs each: both
+   sides are single-threaded, and CPU time does not count the time other jobs of a shared
+   machine take), then SimHash alone on a million short documents;
 3. label errors: scikit-learn's breast-cancer, wine, digits, iris and a make_classification
    set with 4, 8 and 15% of labels flipped (several seeds), forgeline's confident learning
    against cleanlab's ``find_label_issues`` on the same out-of-fold probabilities.
@@ -189,18 +189,22 @@ def text_table(texts: pd.Series) -> Table:
     return Table.from_frame(pd.DataFrame({"comment": texts}), overrides={"comment": {"modality": "text"}})
 
 
-#: times each side of the near-duplicate comparison runs; the fastest counts
+#: times each side of the near-duplicate comparison runs (alternating); the fastest counts
 REPEATS = 3
 
 
-def cpu_timed(fn, repeats: int = 1):
-    """(result, process CPU seconds, wall seconds) of ``fn()``, the fastest of ``repeats`` runs."""
-    best_cpu = best_wall = float("inf")
+def fastest_of(*fns, repeats: int = REPEATS) -> list[tuple]:
+    """Per function, (result, process CPU seconds, wall seconds) of its fastest run; the
+    functions run in turn, ``repeats`` rounds, so a busy spell on a shared machine falls on
+    both sides."""
+    best = [[None, float("inf"), float("inf")] for _ in fns]
     for _ in range(repeats):
-        cpu, wall = time.process_time(), time.perf_counter()
-        out = fn()
-        best_cpu, best_wall = min(best_cpu, time.process_time() - cpu), min(best_wall, time.perf_counter() - wall)
-    return out, best_cpu, best_wall
+        for slot, fn in zip(best, fns):
+            cpu, wall = time.process_time(), time.perf_counter()
+            slot[0] = fn()
+            slot[1] = min(slot[1], time.process_time() - cpu)
+            slot[2] = min(slot[2], time.perf_counter() - wall)
+    return [tuple(slot) for slot in best]
 
 
 def compare_dedup(name: str, texts: pd.Series, score) -> None:
@@ -208,9 +212,9 @@ def compare_dedup(name: str, texts: pd.Series, score) -> None:
     ``score(removed mask)`` gives (recall, precision)."""
     n = len(texts)
     table = text_table(texts)
-    res, cpu_ours, wall_ours = cpu_timed(lambda: Dedup().fit_apply(table), REPEATS)
+    (res, cpu_ours, wall_ours), (peer, cpu_peer, wall_peer) = fastest_of(
+        lambda: Dedup().fit_apply(table), lambda: datasketch_dedup(texts, 0.8, 1))
     rec, prec = score(np.isin(table.row_ids, res.flagged))
-    peer, cpu_peer, wall_peer = cpu_timed(lambda: datasketch_dedup(texts, 0.8, 1), REPEATS)
     rec_p, prec_p = score(peer)
     print(f"  {name:<34} {rec:7.4f} {prec:7.4f} {n / cpu_ours:9,.0f} | {rec_p:7.4f} {prec_p:7.4f} "
           f"{n / cpu_peer:8,.0f} | {cpu_peer / cpu_ours:5.1f}x {wall_peer / wall_ours:5.1f}x")
@@ -219,7 +223,7 @@ def compare_dedup(name: str, texts: pd.Series, score) -> None:
 def near_duplicates(n: int, million: int, seed: int) -> None:
     print(f"near-duplicate text, {n:,} documents per corpus, 5% near copies (case, punctuation, edits); "
           f"forgeline `use: dedup` defaults vs datasketch MinHashLSH (word sets, threshold 0.8, 128 perms); "
-          f"docs/s per CPU second, ratio by CPU time and by wall time; fastest of {REPEATS} runs each")
+          f"docs/s per CPU second, ratio by CPU time and by wall time; fastest of {REPEATS} alternating runs each")
     Dedup().fit_apply(text_table(make_documents(500, 0.05, (40, 80), seed)[0]))  # warm-up: imports
     datasketch_dedup(make_documents(500, 0.05, (40, 80), seed)[0], 0.8, 1)
     print(f"  {'corpus':<34} {'recall':>7} {'prec.':>7} {'docs/s':>9} | {'recall':>7} {'prec.':>7} "
