@@ -261,8 +261,7 @@ def _distinct(x: np.ndarray) -> np.ndarray:
 
 def _expand(lo: np.ndarray, count: np.ndarray) -> np.ndarray:
     """``lo[k], lo[k] + 1, ..., lo[k] + count[k] - 1`` for every k, concatenated."""
-    total = int(count.sum())
-    return np.repeat(lo, count) + np.arange(total) - np.repeat(np.cumsum(count) - count, count)
+    return np.repeat(lo, count) + simhash._within(count)
 
 
 #: low bits of a run key that hold the set size (sizes beyond are capped: more pairs, none lost)
@@ -270,31 +269,22 @@ _SIZE_BITS = 24
 _SIZE_CAP = np.uint64((1 << _SIZE_BITS) - 1)
 
 
-def _runs(keys: np.ndarray, docs: np.ndarray, sizes: np.ndarray | None = None, threshold: float = 0.0,
+def _runs(keys: np.ndarray, docs: np.ndarray, sizes: np.ndarray, threshold: float,
           emits: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``docs`` sorted into runs of equal ``keys`` (uint64 with the low _SIZE_BITS bits free),
     smallest set first within a run, and per element how many later elements of its run it
-    pairs with: all of them, or with ``sizes`` only those whose set is small enough for
-    Jaccard >= ``threshold`` (it is at most min / max); with ``emits``, elements not marked
-    pair with none (sets of equal size are then in document order in every run). One sort of
-    keys with the sizes in their low bits."""
-    if sizes is None:
-        size, largest = np.zeros(len(docs), np.uint64), np.full(len(docs), _SIZE_CAP)
-    else:
-        size = np.minimum(sizes[docs], int(_SIZE_CAP)).astype(np.uint64)
-        largest = np.minimum(np.floor((size + 1e-9) / threshold), float(_SIZE_CAP)).astype(np.uint64)
+    pairs with: those whose set (``sizes``) is small enough for Jaccard >= ``threshold`` (it
+    is at most min / max) and, with ``emits``, none where an element is not marked (sets of
+    equal size are then in document order in every run). One sort of keys with the sizes in
+    their low bits."""
+    size = np.minimum(sizes[docs], int(_SIZE_CAP)).astype(np.uint64)
+    largest = np.minimum(np.floor((size + 1e-9) / threshold), float(_SIZE_CAP)).astype(np.uint64)
     sort_key = keys | size
     order = np.argsort(sort_key) if emits is None else np.lexsort((docs, sort_key))
     sort_key = sort_key[order]
     upper = np.searchsorted(sort_key, (sort_key & ~_SIZE_CAP) | largest[order], side="right")
     later = upper - np.arange(len(docs)) - 1
     return docs[order], later if emits is None else np.where(emits[order], later, 0)
-
-
-def candidate_pairs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct document pairs (i < j) sharing a band key (``keys``: documents x bands)."""
-    return _checked_pairs(*_runs(keys.ravel() & ~_SIZE_CAP, np.arange(keys.size) // keys.shape[1]), len(keys),
-                          lambda i, j: (i, j))
 
 
 def prefix_runs(sets: Shingles, threshold: float) -> tuple[np.ndarray, np.ndarray]:
