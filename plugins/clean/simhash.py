@@ -68,7 +68,7 @@ def arrow_text(texts: pd.Series | pa.Array) -> pa.Array:
     import pyarrow as pa
 
     if isinstance(texts, pa.Array):
-        return texts
+        return texts if texts.type == pa.large_string() else texts.cast(pa.large_string())
     return pa.array(texts.to_numpy(dtype=object), type=pa.large_string(), from_pandas=True)
 
 
