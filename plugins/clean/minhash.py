@@ -369,7 +369,7 @@ class _SignatureCheck:
     < 1e-6 at each stage, and the exact check only sees pairs that may pass.
 
     Three stages, cheapest first: the lowest 2 bits of every value (b-bit minwise hashing, Li
-    and König 2010: 16 values in a uint64, two values agree with probability J + (1 - J) / 4),
+    and König 2010: 32 values in a uint64, two values agree with probability J + (1 - J) / 4),
     then 32 whole values, then all of them.
     """
 
