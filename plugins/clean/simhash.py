@@ -27,6 +27,7 @@ How it works:
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from itertools import combinations, pairwise
 from typing import TYPE_CHECKING
 
@@ -34,6 +35,7 @@ import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
+    import pyarrow as pa
 
 #: one set bit per byte: masks 8 bit-counters packed in a uint64
 _LANES = np.uint64(0x0101010101010101)
@@ -61,48 +63,105 @@ _WORD = re.compile(r"\w+")
 _DIGIT = re.compile(r"\d")
 
 
-def tokenize(texts: pd.Series, numbers: bool = False) -> tuple[np.ndarray, ...]:
-    """Normalised word tokens of every document: (token hashes, document index per token) and,
-    with ``numbers``, whether each token holds a digit.
+def arrow_text(texts: pd.Series | pa.Array) -> pa.Array:
+    """The texts as a pyarrow large_string array (missing values stay null)."""
+    import pyarrow as pa
+
+    if isinstance(texts, pa.Array):
+        return texts if texts.type == pa.large_string() else texts.cast(pa.large_string())
+    return pa.array(texts.to_numpy(dtype=object), type=pa.large_string(), from_pandas=True)
+
+
+@dataclass
+class Words:
+    """The word tokens of a set of documents, as ids into their distinct words."""
+
+    ids: np.ndarray  #: int64 per token: its word's index in ``vocabulary``
+    per_doc: np.ndarray  #: int64 per document: its number of tokens (tokens are in document order)
+    vocabulary: np.ndarray  #: object: the distinct words (lowercased)
+
+    def hashes(self) -> np.ndarray:
+        """uint64 per distinct word (pandas' stable siphash of the word)."""
+        import pandas as pd
+
+        return (pd.util.hash_array(self.vocabulary, categorize=False) if len(self.vocabulary)
+                else np.empty(0, np.uint64))
+
+    def digits(self) -> np.ndarray:
+        """bool per distinct word: it holds a digit (Python's ``\\d``; pyarrow's regex on ASCII words)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        vocab = pa.array(self.vocabulary, type=pa.large_string())
+        out = pc.match_substring_regex(vocab, "[0-9]").to_numpy(zero_copy_only=False)
+        for k in np.flatnonzero(~pc.string_is_ascii(vocab).to_numpy(zero_copy_only=False)):
+            out[k] = _DIGIT.search(self.vocabulary[k]) is not None
+        return out
+
+
+def words(texts: pd.Series | pa.Array) -> Words:
+    """The normalised words of every document, as ids into the distinct words.
 
     Words are the runs of word characters of the lowercased text (punctuation and spacing do
-    not count). pyarrow splits on whitespace in C++; the punctuation is stripped once per
-    *distinct* whitespace token in Python (far fewer than tokens), and a token like "b,c" is
-    expanded into its words — several times faster than a regex over every document.
+    not count). pyarrow splits at spaces in C++ (a space is never inside a word, so no word is
+    cut) and numbers the distinct pieces; each *distinct* piece (far fewer than tokens) is
+    split into its words once in Python, so "b,c" or "b\\nc" gives two words and ",," none —
+    several times faster than a regex over every document.
     """
-    import pandas as pd
-    import pyarrow as pa
     import pyarrow.compute as pc
 
-    arr = pa.array(texts.to_numpy(dtype=object), type=pa.large_string(), from_pandas=True)
-    # the ASCII kernels are faster and, on ASCII text, give the same pieces
+    arr = arrow_text(texts)
+    # the ASCII kernel is faster and, on ASCII text, gives the same result
     ascii = pc.all(pc.string_is_ascii(arr)).as_py() is not False
-    lower, split = (pc.ascii_lower, pc.ascii_split_whitespace) if ascii else (pc.utf8_lower, pc.utf8_split_whitespace)
-    pieces = split(lower(arr))
-    doc = pc.list_parent_indices(pieces).to_numpy(zero_copy_only=False).astype(np.int64)
+    pieces = pc.split_pattern((pc.ascii_lower if ascii else pc.utf8_lower)(arr), " ")
+    offsets = pieces.offsets.to_numpy(zero_copy_only=False)
     encoded = pc.dictionary_encode(pc.list_flatten(pieces))
     codes = encoded.indices.to_numpy(zero_copy_only=False)
-    words_of = [_WORD.findall(piece) for piece in encoded.dictionary.to_pylist()]
-    n_words = np.fromiter(map(len, words_of), dtype=np.int64, count=len(words_of))
-    flat_words = np.asarray([w for ws in words_of for w in ws], dtype=object)
-    # hash each distinct word once (pandas' stable siphash)
-    word_hash = (pd.util.hash_array(flat_words, categorize=False) if len(flat_words)
-                 else np.empty(0, np.uint64))
-    # expand every piece occurrence into its words: piece c owns word_hash[first[c]:first[c]+n_words[c]]
-    first = np.cumsum(n_words) - n_words
-    count = n_words[codes]
-    if n_words.max(initial=0) <= 1:  # no piece holds two words: no expansion, drop the empty pieces
-        keep = count.astype(bool)
-        word, doc = first[codes[keep]], doc[keep]
-    else:
-        total = int(count.sum())
-        within = np.arange(total) - np.repeat(np.cumsum(count) - count, count)
-        word, doc = np.repeat(first[codes], count) + within, np.repeat(doc, count)
-    out = word_hash[word].astype(np.uint64, copy=False), doc
-    if not numbers:
-        return out
-    digit = np.fromiter((_DIGIT.search(w) is not None for w in flat_words), dtype=bool, count=len(flat_words))
-    return *out, digit[word]
+    # a piece of ASCII word characters only (most pieces) is one word, itself; the regex
+    # splits the others in Python
+    dictionary = encoded.dictionary
+    whole = pc.match_substring_regex(dictionary, "^[a-z0-9_]+$").to_numpy(zero_copy_only=False)
+    other = np.flatnonzero(~whole)
+    vocabulary = dict(zip(dictionary.filter(whole).to_pylist(), range(int(whole.sum()))))
+    other_words = [[vocabulary.setdefault(w, len(vocabulary)) for w in _WORD.findall(piece)]
+                   for piece in dictionary.take(other).to_pylist()]
+    n_words = whole.astype(np.int64)
+    n_words[other] = np.fromiter(map(len, other_words), np.int64, len(other))
+    per_doc = np.diff(offsets).astype(np.int64)
+    if n_words.max(initial=0) <= 1:  # no piece holds two words: drop the empty ones
+        piece_word = np.full(len(whole), -1, np.int32)
+        piece_word[whole] = np.arange(int(whole.sum()))
+        piece_word[other] = np.fromiter((ws[0] if ws else -1 for ws in other_words), np.int32, len(other))
+        ids = piece_word[codes]
+        if not n_words.all():
+            empty = np.flatnonzero(ids < 0)
+            per_doc -= np.bincount(np.searchsorted(offsets - offsets[0], empty, side="right") - 1,
+                                   minlength=len(per_doc))
+            ids = np.delete(ids, empty)
+    else:  # expand every piece occurrence into its words
+        first = np.cumsum(n_words) - n_words  # piece c owns flat[first[c]:first[c] + n_words[c]]
+        flat = np.empty(int(n_words.sum()), np.int64)
+        flat[first[whole]] = np.arange(int(whole.sum()))
+        flat[np.repeat(first[other], n_words[other]) + _within(n_words[other])] = \
+            np.fromiter((w for ws in other_words for w in ws), np.int64, int(n_words[other].sum()))
+        count = n_words[codes]
+        ids = flat[np.repeat(first[codes], count) + _within(count)]
+        before = np.r_[0, np.cumsum(count)]  # tokens per document: the words of its pieces
+        per_doc = before[offsets[1:] - offsets[0]] - before[offsets[:-1] - offsets[0]]
+    return Words(ids, per_doc, np.asarray(list(vocabulary), dtype=object))
+
+
+def _within(count: np.ndarray) -> np.ndarray:
+    """0, 1, ..., count[k] - 1 for every k, concatenated."""
+    return np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
+
+
+def tokenize(texts: pd.Series | pa.Array, numbers: bool = False) -> tuple[np.ndarray, ...]:
+    """Normalised word tokens of every document (:func:`words`): (token hashes, document index
+    per token) and, with ``numbers``, whether each token holds a digit."""
+    tokens = words(texts)
+    out = tokens.hashes()[tokens.ids], np.repeat(np.arange(len(tokens.per_doc)), tokens.per_doc)
+    return (*out, tokens.digits()[tokens.ids]) if numbers else out
 
 
 def ngram_levels(hashes: np.ndarray, doc: np.ndarray, ngram: int):
