@@ -97,5 +97,26 @@ def main() -> None:
         sys.exit(EXIT_FAILED)
 
 
+def rank_main() -> None:
+    """A rank started by torchrun: :func:`main`, then leave without the interpreter's teardown.
+
+    After a run that succeeded (process group destroyed, run folder closed), the C++ static
+    destructors at interpreter exit can still abort a rank whose gloo threads are alive
+    ("terminate called without an active exception": about one exit in ten on a busy
+    2-core machine), and torchrun would then report the whole run as failed. Nothing is
+    left to do at that point but flush the output, so the rank exits with ``os._exit``.
+    """
+    try:
+        main()
+        code: int | str | None = 0
+    except SystemExit as e:
+        code = e.code
+    if isinstance(code, str):  # sys.exit("message") prints the message, as the interpreter would
+        print(code, file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code if isinstance(code, int) else (0 if code is None else 1))
+
+
 if __name__ == "__main__":  # pragma: no cover - torchrun starts ranks through this
-    main()
+    rank_main()

@@ -4,6 +4,7 @@ with real processes on gloo, compared with a plain single-process PyTorch step."
 from __future__ import annotations
 
 import copy
+import os
 import socket
 import subprocess
 import sys
@@ -105,6 +106,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _run_then_exit(rank, worker, nprocs, *args):
+    """``worker``, then leave as forgeline's ranks do (``core.cli.rank_main``): without the
+    interpreter's teardown, where gloo's threads can abort a process whose work is done."""
+    worker(rank, nprocs, *args)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
 def _spawn(worker, nprocs, monkeypatch, *args):
     """Run ``worker(rank, nprocs, *args)`` in ``nprocs`` real processes joined over gloo;
     an assertion failing in any rank fails the test with that rank's traceback."""
@@ -115,7 +125,7 @@ def _spawn(worker, nprocs, monkeypatch, *args):
     for attempt in range(3):
         monkeypatch.setenv("MASTER_PORT", str(_free_port()))
         try:
-            return mp.spawn(worker, args=(nprocs, *args), nprocs=nprocs, join=True)
+            return mp.spawn(_run_then_exit, args=(worker, nprocs, *args), nprocs=nprocs, join=True)
         except mp.ProcessRaisedException as e:
             # the free port was taken by another test run before rank 0 bound it: try another
             if "EADDRINUSE" not in str(e) or attempt == 2:
