@@ -289,6 +289,19 @@ def test_a_run_folder_with_its_stages_in_the_manifest_only_still_opens_and_appli
     assert [s["id"] for s in read_manifest(run.dir)["stages"]] == ["data", "clean.0"]
 
 
+def _failed_run(given, cat, stage_class, out, monkeypatch):
+    """The run folder of ``given`` run until ``stage_class`` fails (with a RuntimeError)."""
+    def boom(self, state, env):
+        raise RuntimeError("the stage failed")
+
+    monkeypatch.setattr(stage_class, "run", boom)
+    with pytest.raises(Exception, match="the stage failed"):
+        fl.run(given, out=out, catalog_=cat)
+    monkeypatch.undo()
+    (run,) = out.iterdir()
+    return run
+
+
 def test_a_failed_run_resumes_its_finished_stages_unless_the_pipeline_changed(tmp_path, monkeypatch, capsys):
     from forgeline.core.runner import Runner
     from forgeline.core.stages import FeaturesStage
@@ -297,14 +310,7 @@ def test_a_failed_run_resumes_its_finished_stages_unless_the_pipeline_changed(tm
              "features": [{"use": "cross", "with": {"max_crosses": 2}}]}
     cat = fl.catalog()
 
-    def boom(self, state, env):
-        raise RuntimeError("out of memory")
-
-    monkeypatch.setattr(FeaturesStage, "run", boom)
-    with pytest.raises(Exception, match="out of memory"):
-        fl.run(given, out=tmp_path / "runs", catalog_=cat)
-    monkeypatch.undo()
-    (failed,) = (tmp_path / "runs").iterdir()
+    failed = _failed_run(given, cat, FeaturesStage, tmp_path / "runs", monkeypatch)
     again = shutil.copytree(failed, tmp_path / "again")
 
     Runner(fl.load(given, catalog_=cat), cat, resume=failed, quiet=True).run()
@@ -328,14 +334,7 @@ def test_a_run_failed_after_training_resumes_with_the_trained_model(tmp_path, mo
     cat = fl.catalog()
     full = fl.run(given, out=tmp_path / "full", catalog_=cat)
 
-    def boom(self, state, env):
-        raise RuntimeError("disk full")
-
-    monkeypatch.setattr(CompressStage, "run", boom)
-    with pytest.raises(Exception, match="disk full"):
-        fl.run(given, out=tmp_path / "runs", catalog_=cat)
-    monkeypatch.undo()
-    (run,) = (tmp_path / "runs").iterdir()
+    run = _failed_run(given, cat, CompressStage, tmp_path / "runs", monkeypatch)
     Runner(fl.load(given, catalog_=cat), cat, resume=run, quiet=True).run()
     m = json.loads((run / "manifest.json").read_text())
     assert [(s["id"], "restored" in s) for s in m["stages"]] == [("data", True), ("clean.0", True), ("train", True),
