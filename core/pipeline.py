@@ -37,13 +37,32 @@ class Split(Section):
     test: float = Field(0.2, gt=0, lt=1, description="share of rows held out for testing")
     validation: float = Field(0.0, ge=0, lt=1, description="share of rows held out for validation "
                               "(taken from what is left after the test split; 0 = use the test split)")
-    stratify: bool = Field(True, description="keep class shares equal across splits (classification)")
+    stratify: bool = Field(True, description="keep class shares equal across splits (classification; "
+                           "method random only)")
+    method: Literal["random", "hash"] | None = Field(
+        None, description="random: a seeded shuffle (scikit-learn's train_test_split); hash: each row by a "
+        "hash of its row id and the seed, the same on every worker and engine (not stratified); "
+        "default: random with engine pandas, hash with engine dask")
 
 
 class ColumnOverride(Section):
     role: Literal["feature", "target", "id", "weight", "group", "time"] | None = Field(None, description="what the column is for")
     modality: Literal["numeric", "categorical", "text", "datetime", "image", "series", "volume"] | None = Field(
         None, description="what kind of values it holds")
+
+
+class DaskSettings(Section):
+    address: str | None = Field(None, description="scheduler address of a running Dask cluster "
+                                "(tcp://host:8786); null: start a local cluster for the run")
+    workers: int = Field(2, ge=1, description="local cluster: worker processes")
+    threads_per_worker: int = Field(1, ge=1, description="local cluster: threads per worker")
+    memory_limit: str = Field("auto", description="local cluster: memory per worker ('512MiB', '4GB'; "
+                              "auto: the machine's memory shared among the workers)")
+    processes: bool = Field(True, description="local cluster: workers are processes (false: threads of "
+                            "this process, faster to start, no memory limit enforced)")
+    blocksize: str = Field("64MiB", description="CSV sources: bytes read per partition")
+    partitions: int = Field(8, ge=1, description="in-memory sources (registered datasets): partitions "
+                            "the loaded table is cut into")
 
 
 class Data(Section):
@@ -53,6 +72,15 @@ class Data(Section):
     split: Split = Field(default_factory=Split, description="held-out shares, fixed by the seed")
     columns: dict[str, ColumnOverride] = Field(default_factory=dict,
                                                description="role/modality overrides per column")
+    engine: Literal["pandas", "dask"] = Field("pandas", description="where the data and clean stages run: "
+                                              "pandas in this process, or dask in partitions on a cluster")
+    dask: DaskSettings = Field(default_factory=DaskSettings, description="engine dask: the cluster and "
+                               "how sources are partitioned")
+
+    @property
+    def split_method(self) -> str:
+        """The split method in effect: the one given, else the engine's default."""
+        return self.split.method or ("hash" if self.engine == "dask" else "random")
 
 
 class Optimizer(Section):

@@ -1,0 +1,292 @@
+"""Engine dask: a split as partitions on a Dask cluster, and the passes cleaners fit with.
+
+With ``data.engine: dask`` the data stage reads its source lazily in partitions (CSV and
+Parquet files, folders and globs of them, through ``dask.dataframe``), gives every row its
+row id (its position in the source, as pandas would) and splits by a hash of the row id, so
+every worker agrees without shipping tables. A split is then a :class:`Partitioned`: a Dask
+frame indexed by row id, partitions in row id order, with the schema. Cleaners fit on it by
+passes over the partitions (:meth:`Partitioned.reduce`, :func:`moments`,
+:func:`exact_quantiles`) and clean partition by partition (``core.stages.clean``).
+
+dask is imported lazily, only on this path; ``pip install 'forgeline[dask]'`` installs it.
+"""
+
+from __future__ import annotations
+
+import atexit
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
+
+import numpy as np
+
+from .data import ROW_ID, Schema, Table
+
+if TYPE_CHECKING:  # pragma: no cover
+    import dask.dataframe as dd
+    import pandas as pd
+
+    from .pipeline import DaskSettings
+
+T = TypeVar("T")
+_CLIENTS: dict[tuple, Any] = {}
+
+
+@dataclass
+class Partitioned:
+    """A split held as partitions: a Dask frame indexed by row id, its schema, its metadata."""
+
+    frame: dd.DataFrame
+    schema: Schema
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def npartitions(self) -> int:
+        return self.frame.npartitions
+
+    @property
+    def target(self) -> str | None:
+        return self.schema.target
+
+    def reduce(self, fn: Callable[[Table], T]) -> list[T]:
+        """``fn`` run on every partition (as a :class:`Table`, on the workers); the results, in
+        partition order. ``fn`` should return something small (counts, sums, histograms)."""
+        import dask
+
+        return list(dask.compute(*[dask.delayed(_on_table)(part, self.schema, fn)
+                                   for part in self.frame.to_delayed()]))
+
+    def rows(self) -> int:
+        return int(sum(self.reduce(len)))
+
+    def to_table(self) -> Table:
+        """Every partition gathered into one in-memory table (only for what fits in memory)."""
+        frame = self.frame.compute()
+        frame.index.name = ROW_ID
+        return Table(frame, self.schema, meta=dict(self.meta))
+
+    def select(self, keep: Callable[[pd.DataFrame], pd.DataFrame]) -> Partitioned:
+        """The same split with ``keep`` (a row filter) applied to each partition, lazily."""
+        return Partitioned(self.frame.map_partitions(keep, meta=self.frame._meta), self.schema, dict(self.meta))
+
+
+def _on_table(frame: pd.DataFrame, schema: Schema, fn: Callable[[Table], T]) -> T:
+    frame.index.name = ROW_ID
+    return fn(Table(frame, schema))
+
+
+# ============================================================================ the cluster
+
+def client(settings: DaskSettings) -> Any:
+    """The ``dask.distributed.Client`` for ``settings`` (one per process and settings): a
+    running cluster's scheduler at ``address``, else a local cluster started now."""
+    import logging
+
+    from dask.distributed import Client, LocalCluster
+
+    logging.getLogger("distributed").setLevel(logging.ERROR)  # shuffle notices are not the user's business
+    key = (settings.address, settings.workers, settings.threads_per_worker, settings.memory_limit,
+           settings.processes)
+    found = _CLIENTS.get(key)
+    if found is not None and found.status == "running":
+        found.as_current()
+        return found
+    if settings.address:
+        made = Client(settings.address, set_as_default=True)
+    else:
+        cluster = LocalCluster(n_workers=settings.workers, threads_per_worker=settings.threads_per_worker,
+                               memory_limit=settings.memory_limit, processes=settings.processes,
+                               dashboard_address=None)
+        made = Client(cluster, set_as_default=True)
+    _CLIENTS[key] = made
+    return made
+
+
+@atexit.register
+def close_clients() -> None:
+    """Close the clients (and local clusters) this process started."""
+    while _CLIENTS:
+        _, made = _CLIENTS.popitem()
+        cluster = made.cluster
+        made.close()
+        if cluster is not None:
+            cluster.close()
+
+
+# ============================================================================ sources and splits
+
+def with_row_ids(frame: dd.DataFrame) -> dd.DataFrame:
+    """``frame`` indexed by row id: each row's position in the source (0, 1, ...), partitions
+    keeping the source's order, with known divisions. Costs one pass counting the rows."""
+    import dask
+    import dask.dataframe as dd
+
+    lengths = frame.map_partitions(len).compute().to_numpy()
+    starts = np.r_[0, np.cumsum(lengths)].astype(np.int64)
+    keep = np.flatnonzero(lengths)  # empty partitions carry no rows
+    parts = frame.to_delayed()
+    new = [dask.delayed(_number_rows)(parts[i], int(starts[i])) for i in keep]
+    meta = _number_rows(frame._meta, 0)
+    divisions = tuple(int(starts[i]) for i in keep) + (int(starts[-1]) - 1,)
+    return dd.from_delayed(new, meta=meta, divisions=divisions, verify_meta=False)
+
+
+def _number_rows(frame: pd.DataFrame, first: int) -> pd.DataFrame:
+    frame = frame.reset_index(drop=True)
+    frame.index = np.arange(first, first + len(frame), dtype=np.int64)
+    frame.index.name = ROW_ID
+    return frame
+
+
+def split_partitioned(parts: Partitioned, test: float, valid: float, seed: int) -> dict[str, Partitioned]:
+    """Train/valid/test by :func:`~forgeline.core.data.hash_split` of the row ids: lazily, each
+    partition filtered on its workers (valid left out when its share is 0)."""
+    shares = {"train": 0, "valid": 1, "test": 2}
+    if not valid:
+        shares.pop("valid")
+    return {name: parts.select(_SplitFilter(code, test, valid, seed)) for name, code in shares.items()}
+
+
+@dataclass(frozen=True)
+class _SplitFilter:
+    code: int
+    test: float
+    valid: float
+    seed: int
+
+    def __call__(self, frame: pd.DataFrame) -> pd.DataFrame:
+        from .data import hash_split
+
+        return frame[hash_split(frame.index.to_numpy(), self.test, self.valid, self.seed) == self.code]
+
+
+# ============================================================================ passes over partitions
+
+def moments(parts: Partitioned, values: Callable[[Table], np.ndarray], ddof: int = 0
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-column (observed count, mean, std) of ``values(partition)`` ignoring NaN: exact, in two
+    passes (the sums, then the squared deviations from the mean), as ``nan_moments`` on the whole."""
+    first = parts.reduce(_Sums(values))
+    count = sum(c for c, _ in first)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = sum(s for _, s in first) / count
+        squares = sum(parts.reduce(_Squares(values, mean)))
+        var = squares / np.maximum(count - ddof, 0)
+    return count, mean, np.sqrt(var)
+
+
+@dataclass(frozen=True)
+class _Sums:
+    values: Callable[[Table], np.ndarray]
+
+    def __call__(self, table: Table) -> tuple[np.ndarray, np.ndarray]:
+        x = self.values(table)
+        seen = ~np.isnan(x)
+        return seen.sum(axis=0), np.add.reduce(x, axis=0, where=seen)
+
+
+@dataclass(frozen=True)
+class _Squares:
+    values: Callable[[Table], np.ndarray]
+    mean: np.ndarray
+
+    def __call__(self, table: Table) -> np.ndarray:
+        dev = self.values(table) - self.mean
+        return np.add.reduce(dev * dev, axis=0, where=~np.isnan(dev))
+
+
+#: histogram bins per refinement pass, and the most values gathered to pick an order statistic
+_BINS, _GATHER = 1024, 50_000
+
+
+def exact_quantiles(parts: Partitioned, values: Callable[[Table], np.ndarray], qs: list[float]) -> np.ndarray:
+    """Per-column quantiles (``qs`` in [0, 1]) of ``values(partition)`` ignoring NaN, exactly as
+    ``np.nanpercentile`` (linear interpolation) computes them on the whole, without sorting it.
+
+    Each needed order statistic is found by histogram refinement: one pass counts the values
+    per column, each further pass histograms the interval that holds the wanted rank into 1024
+    bins, until at most 50,000 values remain there; the last pass gathers those and picks the
+    rank. Typically 3-4 passes; memory on the client stays at a few histograms.
+    """
+    first = parts.reduce(_Range(values))
+    count = sum(c for c, _, _ in first)
+    lo = np.fmin.reduce([a for _, a, _ in first])
+    hi = np.fmax.reduce([b for _, _, b in first])
+    k = len(count)
+    out = np.full((len(qs), k), np.nan)
+    ranks = {(j, r) for j in range(k) if count[j] for q in qs
+             for r in {int(np.floor(q * (count[j] - 1))), int(np.ceil(q * (count[j] - 1)))}}
+    found = _order_statistics(parts, values, {key: (lo[key[0]], hi[key[0]], 0, int(count[key[0]]))
+                                              for key in ranks})
+    for i, q in enumerate(qs):
+        for j in range(k):
+            if count[j]:
+                h = q * (count[j] - 1)
+                a, b = found[(j, int(np.floor(h)))], found[(j, int(np.ceil(h)))]
+                out[i, j] = a + (b - a) * (h - np.floor(h))
+    return out
+
+
+def _order_statistics(parts: Partitioned, values: Callable[[Table], np.ndarray],
+                      search: dict[tuple[int, int], tuple[float, float, int, int]]) -> dict[tuple[int, int], float]:
+    """The value of rank ``r`` in column ``j`` for every ``(j, r)``; ``search`` maps each to
+    (low, high, values below low, values in [low, high]), narrowed pass by pass."""
+    found: dict[tuple[int, int], float] = {}
+    while search:
+        windows = {key: (a, b) for key, (a, b, _, _) in search.items()}
+        gather = {key for key, (a, b, _, n) in search.items() if n <= _GATHER or a == b}
+        results = parts.reduce(_Window(values, windows, frozenset(gather)))
+        for key, (a, b, below, n) in list(search.items()):
+            j, r = key
+            if key in gather:
+                got = np.sort(np.concatenate([res[key] for res in results]))
+                found[key] = float(got[r - below]) if a != b else float(a)
+                del search[key]
+                continue
+            hist = sum(res[key][0] for res in results)
+            low = np.fmin.reduce([res[key][1] for res in results])
+            if low == np.fmax.reduce([res[key][2] for res in results]):  # one value fills the window
+                found[key] = float(low)
+                del search[key]
+                continue
+            edges = np.linspace(a, b, _BINS + 1)
+            cum = np.cumsum(hist)
+            i = int(np.searchsorted(cum, r - below, side="right"))
+            search[key] = (edges[i], edges[i + 1] if i + 1 < _BINS else b,
+                           below + int(cum[i - 1] if i else 0), int(hist[i]))
+    return found
+
+
+@dataclass(frozen=True)
+class _Range:
+    values: Callable[[Table], np.ndarray]
+
+    def __call__(self, table: Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        x = self.values(table)
+        empty = np.full(x.shape[1], np.nan)
+        return ((~np.isnan(x)).sum(axis=0), np.fmin.reduce(x, axis=0) if len(x) else empty,
+                np.fmax.reduce(x, axis=0) if len(x) else empty)
+
+
+@dataclass(frozen=True)
+class _Window:
+    """Per (column, rank): the values in its window (gathered), or their histogram."""
+
+    values: Callable[[Table], np.ndarray]
+    windows: dict[tuple[int, int], tuple[float, float]]
+    gather: frozenset
+
+    def __call__(self, table: Table) -> dict[tuple[int, int], Any]:
+        x = self.values(table)
+        out: dict[tuple[int, int], Any] = {}
+        for (j, r), (a, b) in self.windows.items():
+            col = x[:, j]
+            inside = col[(col >= a) & (col <= b)]
+            if (j, r) in self.gather:
+                out[(j, r)] = inside
+            else:
+                # bin i holds [edge i, edge i+1); the last bin also holds b
+                edges = np.linspace(a, b, _BINS + 1)
+                idx = np.minimum(np.searchsorted(edges, inside, side="right") - 1, _BINS - 1)
+                lo, hi = (inside.min(), inside.max()) if len(inside) else (np.nan, np.nan)
+                out[(j, r)] = (np.bincount(idx, minlength=_BINS), lo, hi)
+        return out
