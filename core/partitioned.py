@@ -14,6 +14,7 @@ dask is imported lazily, only on this path; ``pip install 'forgeline[dask]'`` in
 from __future__ import annotations
 
 import atexit
+import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
@@ -84,6 +85,7 @@ def client(settings: DaskSettings) -> Any:
     from dask.distributed import Client, LocalCluster
 
     logging.getLogger("distributed").setLevel(logging.ERROR)  # shuffle notices are not the user's business
+    same_dtypes_as_pandas()
     key = (settings.address, settings.workers, settings.threads_per_worker, settings.memory_limit,
            settings.processes)
     found = _CLIENTS.get(key)
@@ -99,6 +101,16 @@ def client(settings: DaskSettings) -> Any:
         made = Client(cluster, set_as_default=True)
     _CLIENTS[key] = made
     return made
+
+
+def same_dtypes_as_pandas() -> None:
+    """Text columns keep pandas' own string dtype (dask would convert them to pyarrow strings
+    with ``pd.NA``), so cleaners see on partitions the frames they see on the pandas engine.
+    Set in the environment too, so local worker processes started after it inherit it."""
+    import dask
+
+    os.environ["DASK_DATAFRAME__CONVERT_STRING"] = "False"
+    dask.config.set({"dataframe.convert-string": False})
 
 
 @atexit.register
