@@ -15,6 +15,7 @@ import copy
 import difflib
 import enum
 import functools
+import glob
 import os
 import re
 import types
@@ -643,7 +644,10 @@ def _resolve_dataset(check: _Checker, normal: dict, folder: Path) -> Resolved | 
         return None
     if looks_like_path(source):
         target = (folder / os.path.expanduser(source)).resolve()
-        if not target.exists():
+        if glob.has_magic(str(target)) and not glob.glob(str(target)):
+            check.add(("data", "source"), f"no file matches {target}; give a glob matching .csv or .parquet files")
+            return None
+        if not glob.has_magic(str(target)) and not target.exists():
             check.add(("data", "source"), f"no such file: {target}")
             return None
         if with_ and "path" in with_:
