@@ -600,8 +600,7 @@ def load_plan(source: str | Path | Mapping[str, Any], catalog: Catalog, override
     device = train.get("device", "auto") if isinstance(train, dict) else None
     if hardware and device in ("auto", "cpu", "cuda") and (precision or parallel):  # a bad device: reported above
         _check_hardware(check, device, precision, parallel, nproc)
-    if pipeline is not None and pipeline.data.engine == "dask":
-        _check_engine(check, pipeline, parts, nproc)
+    _check_engine(check, pipeline, parts, nproc)
     if isinstance(normal.get("tune"), dict):  # paths are checked even when a dimension is wrong
         known = [dataset, *(r for v in parts.values() for r in (v if isinstance(v, list) else [v]) if r)]
         _check_space(check, normal, known)
@@ -714,6 +713,8 @@ def _check_engine(check: _Checker, pipeline: Any, parts: dict[str, Any], nproc: 
     run on partitions (``Cleaner.partitions_refusal``), no tuner (its trials rerun the data stages)."""
     import importlib.util
 
+    if pipeline is None or pipeline.data.engine != "dask":
+        return
     if any(importlib.util.find_spec(m) is None for m in ("dask", "distributed")):
         check.add(("data", "engine"), "engine dask needs dask and distributed, which are not installed; "
                   "pip install 'forgeline[dask]' (or use engine: pandas)")
