@@ -57,7 +57,10 @@ class Partitioned:
                                    for part in self.frame.to_delayed()]))
 
     def rows(self) -> int:
-        return int(sum(self.reduce(len)))
+        """Rows in all partitions: counted once (a pass), then remembered in ``meta["rows"]``."""
+        if "rows" not in self.meta:
+            self.meta["rows"] = int(sum(self.reduce(len)))
+        return self.meta["rows"]
 
     def to_table(self) -> Table:
         """Every partition gathered into one in-memory table (only for what fits in memory)."""
@@ -67,7 +70,8 @@ class Partitioned:
 
     def select(self, keep: Callable[[pd.DataFrame], pd.DataFrame]) -> Partitioned:
         """The same split with ``keep`` (a row filter) applied to each partition, lazily."""
-        return Partitioned(self.frame.map_partitions(keep, meta=self.frame._meta), self.schema, dict(self.meta))
+        meta = {k: v for k, v in self.meta.items() if k != "rows"}
+        return Partitioned(self.frame.map_partitions(keep, meta=self.frame._meta), self.schema, meta)
 
 
 def _on_table(frame: pd.DataFrame, schema: Schema, fn: Callable[[Table], T]) -> T:
@@ -210,19 +214,24 @@ class _Squares:
 _BINS, _GATHER = 1024, 50_000
 
 
-def exact_quantiles(parts: Partitioned, values: Callable[[Table], np.ndarray], qs: list[float]) -> np.ndarray:
+def exact_quantiles(parts: Partitioned, values: Callable[[Table], np.ndarray], qs: list[float],
+                    check: Callable[[np.ndarray, np.ndarray, np.ndarray], None] | None = None) -> np.ndarray:
     """Per-column quantiles (``qs`` in [0, 1]) of ``values(partition)`` ignoring NaN, exactly as
     ``np.nanpercentile`` (linear interpolation) computes them on the whole, without sorting it.
 
     Each needed order statistic is found by histogram refinement: one pass counts the values
     per column, each further pass histograms the interval that holds the wanted rank into 1024
     bins, until at most 50,000 values remain there; the last pass gathers those and picks the
-    rank. Typically 3-4 passes; memory on the client stays at a few histograms.
+    rank. Typically 3 passes; memory on the client stays at a few histograms. ``check(count,
+    low, high)`` sees the first pass's per-column observed counts and ranges (to refuse a
+    column without values, or with infinite ones) before the others run.
     """
     first = parts.reduce(_Range(values))
     count = sum(c for c, _, _ in first)
     lo = np.fmin.reduce([a for _, a, _ in first])
     hi = np.fmax.reduce([b for _, _, b in first])
+    if check is not None:
+        check(count, lo, hi)
     k = len(count)
     out = np.full((len(qs), k), np.nan)
     ranks = {(j, r) for j in range(k) if count[j] for q in qs

@@ -54,7 +54,7 @@ def load_splits(dataset: Dataset, state: RunState, env: StageEnv) -> dict[str, A
     state.task, state.classes = infer_task_partitioned(parts)
     s = data.split
     state.splits = Splits(**split_partitioned(parts, s.test, s.validation, env.plan.pipeline.seed))
-    sizes = {name: p.rows() for name, p in state.splits.items()}
+    sizes = {name: p.rows() for name, p in state.splits.items()}  # remembered by each split
     if not sizes["train"]:
         raise InputError([Problem("data.source", f"{dataset.name!r} gave no training rows; it needs rows")])
     env.folder.manifest["inputs"][dataset.name] = {"rows": int(sum(sizes.values())), "columns": len(schema.columns),
@@ -120,7 +120,7 @@ def clean_splits(stage_id: str, cleaner: Cleaner, provider: str, state: RunState
                                                  env.folder.path / "quarantine" / stem / name, stage_id, name)
         report[name] = {**counts, "partitions": parts.npartitions}
         details.append(merge_reports([plan.report, *reports]) if name == "train" else None)
-        new[name] = read_partitions(out_root / name, schema, parts.meta)
+        new[name] = read_partitions(out_root / name, schema, parts.meta, counts["rows_out"])
     previous = {p.meta.get("folder") for _, p in state.splits.items() if p.meta.get("folder")}
     state.splits = Splits(**new)
     for folder in previous:  # the previous clean stage's partitions: consumed
@@ -208,13 +208,14 @@ def _clean_partition(frame: pd.DataFrame, schema: Schema, apply: Callable[[Table
             "flagged": len(out.flagged), "schema": out.table.schema, "report": out.report}
 
 
-def read_partitions(folder: Path, schema: Schema, meta: dict[str, Any]) -> Partitioned:
+def read_partitions(folder: Path, schema: Schema, meta: dict[str, Any], rows: int | None = None) -> Partitioned:
     """A split written by :func:`run_partitions`, read back lazily in the same partitions."""
     import dask.dataframe as dd
 
     files = sorted(str(f) for f in folder.glob("part-*.parquet"))
     frame = dd.read_parquet(files, index=ROW_ID, calculate_divisions=True)
-    return Partitioned(frame, schema, {**meta, "folder": str(folder)})
+    kept = {k: v for k, v in meta.items() if k != "rows"}
+    return Partitioned(frame, schema, {**kept, "folder": str(folder), **({"rows": rows} if rows is not None else {})})
 
 
 def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:

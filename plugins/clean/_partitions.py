@@ -84,6 +84,30 @@ def require_observed(parts: Partitioned, columns: list[str], stage: str) -> pd.S
     return counts
 
 
+@dataclass(frozen=True)
+class ObservedAndFinite:
+    """A check for ``exact_quantiles``: every column has a value (and, with ``finite``, no
+    infinite one), from the counts and ranges of its first pass (no pass of its own)."""
+
+    parts: Partitioned
+    columns: tuple[str, ...]
+    stage: str
+    finite: bool = False
+
+    def __call__(self, count: np.ndarray, low: np.ndarray, high: np.ndarray) -> None:
+        require_some_values(count, list(self.columns), self.stage)
+        if self.finite and (np.isinf(low).any() or np.isinf(high).any()):
+            require_finite_partitions(self.parts, list(self.columns), self.stage)
+
+
+def require_some_values(count: np.ndarray, columns: list[str], stage: str) -> None:
+    """A column with no observed value has no statistics to fit."""
+    for col, n in zip(columns, count):
+        if n == 0:
+            raise InputError(f"{stage}: column {col!r} is entirely missing; it needs at least one "
+                             f"observed value (drop the column or leave it out of 'columns')")
+
+
 def modes(parts: Partitioned, columns: list[str]) -> dict[str, object]:
     """Each column's most frequent value over the split (the smallest on a tie, as pandas'
     ``Series.mode``): value counts per partition, summed."""

@@ -291,10 +291,12 @@ class Dedup(Cleaner):
             require_partition_rows(parts, self.name)
             self.text_columns_ = self._text_columns(shape) if self.params.method != "exact" else []
             self.features_, self.target_ = _exact_columns(shape)
-            self._merge_fits(parts.reduce(_PartitionFit(self)))
         keys = _Keys(self, *_exact_columns(shape))
         shared = _shared_keys(parts, keys)
-        suspects = [t for t in parts.reduce(_Suspects(keys, shared)) if len(t)]
+        found = parts.reduce(_Suspects(keys, shared, _PartitionFit(self) if fit else None))
+        if fit:  # the same pass fingerprinted each partition
+            self._merge_fits([f for _, f in found])
+        suspects = [t for t, _ in found if len(t)]
         table = Table(pd.concat([t.frame for t in suspects]), shape.schema) if suspects else shape
         inner = type(self)(self.params)
         against = not fit and self.params.against_training
@@ -507,28 +509,27 @@ class _Keys:
         ids = table.row_ids
         frames = []
         if self.dedup.params.exact and prints.row_hash is not None:
-            frames.append(pd.DataFrame({"key": prints.row_hash, "band": np.int64(-1), ROW_ID: ids}))
+            frames.append(pd.DataFrame({"key": prints.row_hash, ROW_ID: ids}))
         if self.dedup.text_columns_ and prints.text is not None and len(prints.text):
             bands, rows = minhash.choose_bands(prints.text.shape[1], self.dedup.params.threshold)
-            keys = minhash.band_keys(prints.text, bands, rows)
-            with_text = ids[prints.has_text]
-            frames.append(pd.DataFrame({"key": keys.ravel(), "band": np.tile(np.arange(bands), len(with_text)),
-                                        ROW_ID: np.repeat(with_text, bands)}))
-        empty = pd.DataFrame({"key": np.empty(0, np.uint64), "band": np.empty(0, np.int64),
-                              ROW_ID: np.empty(0, np.int64)})
+            # band keys already hash the band number in; tagged apart from the row hashes (a
+            # collision only gathers a row more, whose duplicates are then checked exactly)
+            keys = simhash.combine(minhash.band_keys(prints.text, bands, rows).ravel(), np.uint64(1))
+            frames.append(pd.DataFrame({"key": keys, ROW_ID: np.repeat(ids[prints.has_text], bands)}))
+        empty = pd.DataFrame({"key": np.empty(0, np.uint64), ROW_ID: np.empty(0, np.int64)})
         return pd.concat(frames, ignore_index=True) if frames else empty
 
 
-def _shared_keys(parts: Partitioned, keys: _Keys) -> frozenset[tuple[int, int]]:
-    """(band, key) pairs held by two rows or more of the split: the keys shuffled and counted."""
+def _shared_keys(parts: Partitioned, keys: _Keys) -> np.ndarray:
+    """The keys (sorted) held by two rows or more of the split: the keys shuffled and counted."""
     import dask
     import dask.dataframe as dd
 
     frames = [dask.delayed(_keys_of)(p, parts.schema, keys) for p in parts.frame.to_delayed()]
     meta = keys(empty_table(parts))
     table = dd.from_delayed(frames, meta=meta, verify_meta=False)
-    counts = table.groupby(["band", "key"]).size(split_out=max(1, parts.npartitions // 2)).compute()
-    return frozenset(counts.index[counts.to_numpy() > 1].tolist())
+    counts = table["key"].value_counts(split_out=max(1, parts.npartitions // 2)).compute()
+    return np.sort(counts.index.to_numpy(np.uint64)[counts.to_numpy() > 1])
 
 
 def _keys_of(frame: pd.DataFrame, schema: Any, keys: _Keys) -> pd.DataFrame:
@@ -538,15 +539,18 @@ def _keys_of(frame: pd.DataFrame, schema: Any, keys: _Keys) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class _Suspects:
-    """The rows of a partition that share a key with another row of the split."""
+    """The rows of a partition that share a key with another row of the split (and, when
+    fitting, the partition's training fingerprints)."""
 
     keys: _Keys
-    shared: frozenset[tuple[int, int]]
+    shared: np.ndarray
+    fit: _PartitionFit | None  #: also fingerprint the partition (fitting)
 
-    def __call__(self, table: Table) -> Table:
+    def __call__(self, table: Table) -> tuple[Table, dict[str, Any] | None]:
         k = self.keys(table)
-        hit = [pair in self.shared for pair in zip(k["band"].tolist(), k["key"].tolist())]
-        return table.take(np.unique(k[ROW_ID].to_numpy()[np.asarray(hit, bool)]))
+        hit = np.isin(k["key"].to_numpy(np.uint64), self.shared, assume_unique=False)
+        suspects = table.take(np.unique(k[ROW_ID].to_numpy()[hit]))
+        return suspects, (self.fit(table) if self.fit is not None else None)
 
 
 @dataclass

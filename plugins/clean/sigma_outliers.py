@@ -12,7 +12,8 @@ from forgeline.core import Cleaner, CleanResult, Modality, Params, StageContext,
 
 from ._columns import (column_stats, nan_moments, no_rows_removed, numeric_block, removed_rows,
                        replace_columns, require_not_all_missing, require_numeric, require_rows, select_columns)
-from ._partitions import AbsDeviation, Block, empty_table, require_observed, require_partition_rows
+from ._partitions import (AbsDeviation, Block, ObservedAndFinite, empty_table, require_partition_rows,
+                          require_some_values)
 
 if TYPE_CHECKING:  # pragma: no cover
     from forgeline.core.partitioned import Partitioned
@@ -74,13 +75,13 @@ class SigmaOutliers(Cleaner):
         shape = empty_table(parts)
         cols = select_columns(shape, self.params.columns, self.modalities, self.name)
         require_numeric(shape.frame, cols, self.name)
-        require_observed(parts, cols, self.name)
         finite = Block(tuple(cols), finite=True)
         if self.params.robust:
-            centre = exact_quantiles(parts, finite, [0.5])[0]
+            centre = exact_quantiles(parts, finite, [0.5], check=ObservedAndFinite(parts, tuple(cols), self.name))[0]
             spread = MAD_TO_STD * exact_quantiles(parts, AbsDeviation(tuple(cols), tuple(centre)), [0.5])[0]
         else:
-            _, centre, spread = moments(parts, finite, ddof=1)
+            count, centre, spread = moments(parts, finite, ddof=1)
+            require_some_values(count, cols, self.name)
         self.columns_, self.centre_, self.spread_ = cols, centre, np.nan_to_num(spread, nan=0.0)
         return self
 
