@@ -53,7 +53,8 @@ class Partitioned:
         partition order. ``fn`` should return something small (counts, sums, histograms)."""
         import dask
 
-        return list(dask.compute(*[dask.delayed(_on_table)(part, self.schema, fn)
+        shared = dask.delayed(fn, pure=True)  # one copy in the graph, however many partitions
+        return list(dask.compute(*[dask.delayed(_on_table)(part, self.schema, shared)
                                    for part in self.frame.to_delayed()]))
 
     def rows(self) -> int:
@@ -86,10 +87,14 @@ def client(settings: DaskSettings) -> Any:
     running cluster's scheduler at ``address``, else a local cluster started now."""
     import logging
 
+    import dask
     from dask.distributed import Client, LocalCluster
 
     logging.getLogger("distributed").setLevel(logging.ERROR)  # shuffle notices are not the user's business
     same_dtypes_as_pandas()
+    # tasks keep nothing in worker memory (each writes its partition out), so a worker pausing
+    # at 80% would only wait for memory that is not coming back: pause later, at 90%
+    dask.config.set({"distributed.worker.memory.pause": 0.9})
     key = (settings.address, settings.workers, settings.threads_per_worker, settings.memory_limit,
            settings.processes)
     found = _CLIENTS.get(key)

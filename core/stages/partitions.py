@@ -176,7 +176,8 @@ def run_partitions(parts: Partitioned, apply: Callable[[Table], CleanResult], ke
 
     kept.mkdir(parents=True, exist_ok=True)
     quarantine.mkdir(parents=True, exist_ok=True)
-    tasks = [dask.delayed(_clean_partition)(part, parts.schema, apply, kept / f"part-{i:05d}.parquet",
+    shared = dask.delayed(apply, pure=True)  # the fitted state once in the graph, not once a partition
+    tasks = [dask.delayed(_clean_partition)(part, parts.schema, shared, kept / f"part-{i:05d}.parquet",
                                             quarantine / f"part-{i:05d}.parquet", stage_id, split)
              for i, part in enumerate(parts.frame.to_delayed())]
     results = dask.compute(*tasks)

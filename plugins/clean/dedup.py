@@ -525,7 +525,8 @@ def _shared_keys(parts: Partitioned, keys: _Keys) -> np.ndarray:
     import dask
     import dask.dataframe as dd
 
-    frames = [dask.delayed(_keys_of)(p, parts.schema, keys) for p in parts.frame.to_delayed()]
+    shared = dask.delayed(keys, pure=True)  # the fitted dedup once in the graph
+    frames = [dask.delayed(_keys_of)(p, parts.schema, shared) for p in parts.frame.to_delayed()]
     meta = keys(empty_table(parts))
     table = dd.from_delayed(frames, meta=meta, verify_meta=False)
     counts = table["key"].value_counts(split_out=max(1, parts.npartitions // 2)).compute()
