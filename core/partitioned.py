@@ -142,6 +142,10 @@ def with_row_ids(frame: dd.DataFrame) -> dd.DataFrame:
     import dask.dataframe as dd
 
     lengths = frame.map_partitions(len).compute().to_numpy()
+    if not lengths.sum():
+        from .errors import InputError
+
+        raise InputError("data.source: the source has no rows; it needs a header and at least one row")
     starts = np.r_[0, np.cumsum(lengths)].astype(np.int64)
     keep = np.flatnonzero(lengths)  # empty partitions carry no rows
     parts = frame.to_delayed()
