@@ -82,7 +82,7 @@ class DaskSettings(Section):
             raise ValueError(f"{v!r} is not a size; write it like '768MiB' or '4GB' (or auto)")
         if size < MIN_WORKER_MEMORY:
             raise ValueError(f"{v} is below 512MiB: a worker holding pandas, scikit-learn and dask takes about "
-                             f"300 MiB before any data, and a worker past 80% of its limit pauses; give 512MiB "
+                             f"350 MiB before any data, and a worker past 90% of its limit pauses; give 512MiB "
                              f"or more (partitions are what must fit, not the table)")
         return v
 

@@ -269,3 +269,14 @@ def test_validate_refuses_what_cannot_run_on_partitions(tmp_path_factory, tmp_pa
     manifest = json.loads((Path(json.loads(r.stdout)["run"]) / "manifest.json").read_text())
     report = next(s for s in manifest["stages"] if s["id"] == "clean.0")["report"]
     assert report["route"] == "partition_wise" and report["train"]["rows_in"] > 0
+
+
+def test_one_process_and_enough_worker_memory_or_a_clear_refusal(tmp_path: Path) -> None:
+    file = tmp_path / "p.yaml"
+    file.write_text("name: p\ndata:\n  source: credit\n  with: {rows: 200}\n  engine: dask\n")
+    r = run_cli("run", str(file), "--nproc", "2", "--out", str(tmp_path / "runs"))
+    assert r.returncode == 2 and "--nproc 1" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    r = run_cli("validate", str(file), "--set", "data.dask.memory_limit=100MiB")
+    assert r.returncode == 2 and "data.dask.memory_limit" in r.stderr and "512MiB" in r.stderr, r.stderr
+    r = run_cli("validate", str(file), "--set", "data.dask.memory_limit=lots")
+    assert r.returncode == 2 and "not a size" in r.stderr, r.stderr
