@@ -219,8 +219,9 @@ class _Squares:
         return np.add.reduce(dev * dev, axis=0, where=~np.isnan(dev))
 
 
-#: histogram bins per refinement pass, and the most values gathered to pick an order statistic
-_BINS, _GATHER = 1024, 50_000
+#: histogram bins per refinement pass; the most values gathered to pick an order statistic;
+#: values a partition contributes to the sample that places the first window
+_BINS, _GATHER, _SAMPLE = 1024, 200_000, 2_000
 
 
 def exact_quantiles(parts: Partitioned, values: Callable[[Table], np.ndarray], qs: list[float],
@@ -228,25 +229,27 @@ def exact_quantiles(parts: Partitioned, values: Callable[[Table], np.ndarray], q
     """Per-column quantiles (``qs`` in [0, 1]) of ``values(partition)`` ignoring NaN, exactly as
     ``np.nanpercentile`` (linear interpolation) computes them on the whole, without sorting it.
 
-    Each needed order statistic is found by histogram refinement: one pass counts the values
-    per column, each further pass histograms the interval that holds the wanted rank into 1024
-    bins, until at most 50,000 values remain there; the last pass gathers those and picks the
-    rank. Typically 3 passes; memory on the client stays at a few histograms. ``check(count,
-    low, high)`` sees the first pass's per-column observed counts and ranges (to refuse a
-    column without values, or with infinite ones) before the others run.
+    The first pass counts the values per column, their range and an evenly spaced sample. The
+    sample places a window around each wanted rank (4 standard errors either side); the
+    second pass counts the values below the window and gathers those in it, and when the rank
+    is there (nearly always) it is picked: two passes. When a window would hold more than
+    200,000 values, or missed the rank, the pass histograms it into 1024 bins instead and the
+    next pass narrows to the bin holding the rank. ``check(count, low, high)`` sees the first
+    pass's counts and ranges (to refuse a column without values, or with infinite ones).
     """
     first = parts.reduce(_Range(values))
-    count = sum(c for c, _, _ in first)
-    lo = np.fmin.reduce([a for _, a, _ in first])
-    hi = np.fmax.reduce([b for _, _, b in first])
+    count = sum(c for c, _, _, _ in first)
+    lo = np.fmin.reduce([a for _, a, _, _ in first])
+    hi = np.fmax.reduce([b for _, _, b, _ in first])
     if check is not None:
         check(count, lo, hi)
+    sample = np.concatenate([s for _, _, _, s in first])
     k = len(count)
-    out = np.full((len(qs), k), np.nan)
     ranks = {(j, r) for j in range(k) if count[j] for q in qs
              for r in {int(np.floor(q * (count[j] - 1))), int(np.ceil(q * (count[j] - 1)))}}
-    found = _order_statistics(parts, values, {key: (lo[key[0]], hi[key[0]], 0, int(count[key[0]]))
-                                              for key in ranks})
+    start = {(j, r): _first_window(sample[:, j], r, int(count[j]), lo[j], hi[j]) for j, r in ranks}
+    found = _order_statistics(parts, values, start, {j: (lo[j], hi[j], int(count[j])) for j in range(k)})
+    out = np.full((len(qs), k), np.nan)
     for i, q in enumerate(qs):
         for j in range(k):
             if count[j]:
@@ -256,33 +259,54 @@ def exact_quantiles(parts: Partitioned, values: Callable[[Table], np.ndarray], q
     return out
 
 
+def _first_window(sample: np.ndarray, rank: int, n: int, lo: float, hi: float) -> tuple[float, float, int]:
+    """(low, high, values expected inside) around ``rank`` of ``n`` from an even sample of the
+    column: 4 standard errors of the sample's order statistic either side (the whole range
+    when the sample is too small to say)."""
+    s = np.sort(sample[~np.isnan(sample)])
+    m = len(s)
+    if m < 100:
+        return lo, hi, n
+    p = rank / max(n - 1, 1)
+    at, spread = p * (m - 1), 4 * np.sqrt(m * p * (1 - p)) + 2
+    i, e = int(np.floor(at - spread)), int(np.ceil(at + spread))
+    a, b = (s[i] if i > 0 else lo), (s[e] if e < m - 1 else hi)
+    return a, b, int(n * (min(e, m - 1) - max(i, 0) + 1) / m)
+
+
 def _order_statistics(parts: Partitioned, values: Callable[[Table], np.ndarray],
-                      search: dict[tuple[int, int], tuple[float, float, int, int]]) -> dict[tuple[int, int], float]:
-    """The value of rank ``r`` in column ``j`` for every ``(j, r)``; ``search`` maps each to
-    (low, high, values below low, values in [low, high]), narrowed pass by pass."""
+                      search: dict[tuple[int, int], tuple[float, float, int]],
+                      whole: dict[int, tuple[float, float, int]]) -> dict[tuple[int, int], float]:
+    """The value of rank ``r`` in column ``j`` for every ``(j, r)``; ``search`` maps each to a
+    window (low, high, values expected inside), narrowed pass by pass; a window that missed
+    its rank starts again from the column's whole range (``whole[j]``)."""
     found: dict[tuple[int, int], float] = {}
     while search:
-        windows = {key: (a, b) for key, (a, b, _, _) in search.items()}
-        gather = {key for key, (a, b, _, n) in search.items() if n <= _GATHER or a == b}
+        windows = {key: (a, b) for key, (a, b, _) in search.items()}
+        gather = {key for key, (a, b, n) in search.items() if n <= _GATHER or a == b}
         results = parts.reduce(_Window(values, windows, frozenset(gather)))
-        for key, (a, b, below, n) in list(search.items()):
+        for key, (a, b, _) in list(search.items()):
             j, r = key
+            below = r - sum(res[key][0] for res in results)  # the rank within the window
             if key in gather:
-                got = np.sort(np.concatenate([res[key] for res in results]))
-                found[key] = float(got[r - below]) if a != b else float(a)
-                del search[key]
+                got = np.concatenate([res[key][1] for res in results])
+                if 0 <= below < len(got):
+                    found[key] = float(np.partition(got, below)[below])
+                    del search[key]
+                else:
+                    search[key] = whole[j]
                 continue
-            hist = sum(res[key][0] for res in results)
-            low = np.fmin.reduce([res[key][1] for res in results])
-            if low == np.fmax.reduce([res[key][2] for res in results]):  # one value fills the window
+            hist = sum(res[key][1] for res in results)
+            low = np.fmin.reduce([res[key][2] for res in results])
+            if not 0 <= below < hist.sum():
+                search[key] = whole[j]
+            elif low == np.fmax.reduce([res[key][3] for res in results]):  # one value fills the window
                 found[key] = float(low)
                 del search[key]
-                continue
-            edges = np.linspace(a, b, _BINS + 1)
-            cum = np.cumsum(hist)
-            i = int(np.searchsorted(cum, r - below, side="right"))
-            search[key] = (edges[i], edges[i + 1] if i + 1 < _BINS else b,
-                           below + int(cum[i - 1] if i else 0), int(hist[i]))
+            else:
+                edges = np.linspace(a, b, _BINS + 1)
+                i = int(np.searchsorted(np.cumsum(hist), below, side="right"))
+                search[key] = (edges[i], edges[i + 1] if i + 1 < _BINS else b, int(hist[i]))
     return found
 
 
@@ -290,11 +314,12 @@ def _order_statistics(parts: Partitioned, values: Callable[[Table], np.ndarray],
 class _Range:
     values: Callable[[Table], np.ndarray]
 
-    def __call__(self, table: Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def __call__(self, table: Table) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         x = self.values(table)
         empty = np.full(x.shape[1], np.nan)
+        every = max(1, len(x) // _SAMPLE)
         return ((~np.isnan(x)).sum(axis=0), np.fmin.reduce(x, axis=0) if len(x) else empty,
-                np.fmax.reduce(x, axis=0) if len(x) else empty)
+                np.fmax.reduce(x, axis=0) if len(x) else empty, x[::every])
 
 
 @dataclass(frozen=True)
@@ -310,13 +335,14 @@ class _Window:
         out: dict[tuple[int, int], Any] = {}
         for (j, r), (a, b) in self.windows.items():
             col = x[:, j]
+            below = int((col < a).sum())
             inside = col[(col >= a) & (col <= b)]
             if (j, r) in self.gather:
-                out[(j, r)] = inside
+                out[(j, r)] = (below, inside)
             else:
                 # bin i holds [edge i, edge i+1); the last bin also holds b
                 edges = np.linspace(a, b, _BINS + 1)
                 idx = np.minimum(np.searchsorted(edges, inside, side="right") - 1, _BINS - 1)
                 lo, hi = (inside.min(), inside.max()) if len(inside) else (np.nan, np.nan)
-                out[(j, r)] = (np.bincount(idx, minlength=_BINS), lo, hi)
+                out[(j, r)] = (below, np.bincount(idx, minlength=_BINS), lo, hi)
         return out

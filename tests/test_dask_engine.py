@@ -116,6 +116,13 @@ def test_exact_quantiles_refine_to_numpys_percentiles(cluster, monkeypatch) -> N
     qs = [0.0, 0.1, 0.25, 0.5, 0.75, 0.999, 1.0]
     got = exact_quantiles(parts, Block(tuple(frame.columns)), qs)
     np.testing.assert_allclose(got, np.nanpercentile(frame.to_numpy(), [q * 100 for q in qs], axis=0), rtol=1e-13)
+    # a sample that misleads the first window (every sampled value is 0): the rank is missed,
+    # and the search starts again from the whole range
+    monkeypatch.setattr(partitioned, "_SAMPLE", 50)
+    odd = pd.DataFrame({"v": np.where(np.arange(n) % 20 == 0, 0.0, rng.normal(100, 1, n))},
+                       index=pd.Index(np.arange(n), name=ROW_ID))
+    got = exact_quantiles(_parts(Table.from_frame(odd), 5), Block(("v",)), [0.5, 0.9])
+    np.testing.assert_allclose(got[:, 0], np.percentile(odd["v"], [50, 90]), rtol=1e-13)
     count, mean, std = moments(parts, Block(tuple(frame.columns)), ddof=1)
     np.testing.assert_allclose(mean, frame.mean().to_numpy(), rtol=1e-12)
     np.testing.assert_allclose(std, frame.std().to_numpy(), rtol=1e-10, atol=1e-12)

@@ -89,7 +89,7 @@ class Impute(Cleaner):
 
     def fit_partitions(self, parts: Partitioned, ctx: StageContext | None = None) -> Impute:
         """Engine dask: the fills by passes over the partitions: mean exact (two passes), median
-        exact (histogram refinement), most frequent from value counts summed over partitions."""
+        exact (``exact_quantiles``), most frequent from value counts summed over partitions."""
         from forgeline.core.partitioned import exact_quantiles, moments
 
         require_partition_rows(parts, self.name)

@@ -65,7 +65,7 @@ class RobustScale(Cleaner):
 
     def fit_partitions(self, parts: Partitioned, ctx: StageContext | None = None) -> RobustScale:
         """Engine dask: ``RobustScaler``'s centre (median) and scale (quantile range) computed
-        exactly by histogram refinement over the partitions, set on a ``RobustScaler``."""
+        exactly by ``exact_quantiles`` over the partitions, set on a ``RobustScaler``."""
         from sklearn.preprocessing import RobustScaler
         from sklearn.preprocessing._data import _handle_zeros_in_scale
         from scipy.stats import norm

@@ -68,7 +68,7 @@ class SigmaOutliers(Cleaner):
 
     def fit_partitions(self, parts: Partitioned, ctx: StageContext | None = None) -> SigmaOutliers:
         """Engine dask: the same statistics by passes over the partitions: mean and std exact
-        (two passes), median and MAD exact (histogram refinement, a few passes each)."""
+        (two passes), median and MAD exact (``exact_quantiles``: two passes each)."""
         from forgeline.core.partitioned import exact_quantiles, moments
 
         require_partition_rows(parts, self.name)
