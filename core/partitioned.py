@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
@@ -91,6 +92,8 @@ def client(settings: DaskSettings) -> Any:
     from dask.distributed import Client, LocalCluster
 
     logging.getLogger("distributed").setLevel(logging.ERROR)  # shuffle notices are not the user's business
+    # fitted state (dedup's training fingerprints) travels in the graph once, on purpose
+    warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
     same_dtypes_as_pandas()
     # tasks keep nothing in worker memory (each writes its partition out), so a worker pausing
     # at 80% would only wait for memory that is not coming back: pause later, at 90%

@@ -291,7 +291,7 @@ class Dedup(Cleaner):
             require_partition_rows(parts, self.name)
             self.text_columns_ = self._text_columns(shape) if self.params.method != "exact" else []
             self.features_, self.target_ = _exact_columns(shape)
-        keys = _Keys(self, *_exact_columns(shape))
+        keys = _Keys(self._columns_only(), *_exact_columns(shape))
         shared = _shared_keys(parts, keys)
         found = parts.reduce(_Suspects(keys, shared, _PartitionFit(self) if fit else None))
         if fit:  # the same pass fingerprinted each partition
@@ -309,6 +309,13 @@ class Dedup(Cleaner):
         report["suspects_gathered"] = len(table)
         decided = result.removed[["reason", "duplicate_of"]] if result is not None else None
         return PartitionPlan(apply=_Decided(table.row_ids, decided, self if against else None), report=report)
+
+    def _columns_only(self) -> Dedup:
+        """This dedup's parameters and fitted columns, without the training fingerprints (what
+        computing keys on the workers needs)."""
+        light = type(self)(self.params)
+        light.text_columns_ = self.text_columns_
+        return light
 
     def _merge_fits(self, fits: list[dict[str, Any]]) -> None:
         """The training fingerprints of the partitions (in row id order) as one fit."""
