@@ -393,14 +393,14 @@ class _Verdicts:
                                                                  "rows_relabelled")}
             flagged.append(out.flagged)
             gone = np.isin(ids, out.removed.index.to_numpy())
-            reasons = self.reasons.reindex(ids).to_numpy(object)
+            reasons = self.reasons.reindex(ids).to_numpy(object, copy=True)
             reasons[gone] = out.removed["reason"].reindex(ids[gone]).to_numpy()
             if self.action == "relabel":
                 frame = frame.copy() if frame is table.frame else frame
                 frame.loc[~was_judged, out.table.target] = out.table.frame[out.table.target].to_numpy()
             drop = drop | gone
         else:
-            reasons = self.reasons.reindex(ids).to_numpy(object)
+            reasons = self.reasons.reindex(ids).to_numpy(object, copy=True)
         removed = removed_rows(frame, drop, reasons)
         kept = table.with_frame(frame).take_mask(~drop)
         return CleanResult(table=kept, removed=removed, flagged=np.concatenate(flagged), report=report)
