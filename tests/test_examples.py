@@ -71,7 +71,7 @@ def test_clean_large_dask_example_cleans_on_a_local_cluster_and_trains(tmp_path:
     pytest.importorskip("distributed")
     path = next(p for p in EXAMPLES if p.stem == "clean-large-dask")
     sets = ["data.with.rows=6000", "data.with.files=3", f"data.with.folder={tmp_path / 'files'}",
-            "data.with.duplicate_rate=0.01"]
+            "data.with.duplicate_rate=0.01", "clean.3.with.sample_rows=2000"]  # sampled: judged on workers
     r = forgeline("run", str(path), "--out", str(tmp_path / "runs"), "--json", *[a for s in sets for a in ("--set", s)])
     assert r.returncode == 0, r.stderr[-2000:]
     run = Path(json.loads(r.stdout)["run"])
@@ -79,6 +79,8 @@ def test_clean_large_dask_example_cleans_on_a_local_cluster_and_trains(tmp_path:
     assert '<section id="training">' in page
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["stages"][0]["report"]["partitions"] == 3
+    label = next(s for s in manifest["stages"] if s["id"] == "clean.3")["report"]
+    assert label["details"]["judged"].startswith("a hash sample of")
     for split in ("train", "valid", "test"):
         assert sorted((run / "cleaned" / split).glob("part-*.parquet"))
     assert len(list((tmp_path / "files").rglob("part-*.parquet"))) == 3
