@@ -125,6 +125,22 @@ def same_dtypes_as_pandas() -> None:
     dask.config.set({"dataframe.convert-string": False})
 
 
+def worker_peaks() -> list[float]:
+    """The peak resident memory (MiB) of every worker process of the current client so far."""
+    from dask.distributed import get_client
+
+    def peak() -> float:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    try:
+        found = get_client().run(peak)
+    except ValueError:  # no client: the local scheduler
+        return []
+    return sorted(round(v, 1) for v in found.values())
+
+
 @atexit.register
 def close_clients() -> None:
     """Close the clients (and local clusters) this process started."""

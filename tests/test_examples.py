@@ -81,6 +81,8 @@ def test_clean_large_dask_example_cleans_on_a_local_cluster_and_trains(tmp_path:
     assert manifest["stages"][0]["report"]["partitions"] == 3
     label = next(s for s in manifest["stages"] if s["id"] == "clean.3")["report"]
     assert label["details"]["judged"].startswith("a hash sample of")
+    peaks = label["worker_peak_memory_mib"]
+    assert len(peaks) == 2 and all(0 < p < 1024 for p in peaks)  # two workers, under their 1GiB limit
     for split in ("train", "valid", "test"):
         assert sorted((run / "cleaned" / split).glob("part-*.parquet"))
     assert len(list((tmp_path / "files").rglob("part-*.parquet"))) == 3

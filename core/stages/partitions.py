@@ -21,7 +21,7 @@ import numpy as np
 from ..components import Cleaner, CleanResult, Dataset, PartitionPlan
 from ..data import ARRAY_MODALITIES, ROW_ID, Modality, Schema, Table
 from ..errors import InputError, Problem
-from ..partitioned import Partitioned, client, split_partitioned, with_row_ids
+from ..partitioned import Partitioned, client, split_partitioned, with_row_ids, worker_peaks
 from .base import RunState, Splits, StageEnv
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -130,6 +130,7 @@ def clean_splits(stage_id: str, cleaner: Cleaner, provider: str, state: RunState
     report["output"] = str(out_root.relative_to(env.folder.path))
     report["details"] = details[0]
     report["state"] = env.folder.save_stage(stem, cleaner, provider)
+    report["worker_peak_memory_mib"] = worker_peaks()  # each worker process's peak so far
     state.fitted.append((stage_id, cleaner))
     if last:
         ready_for_training(state, env)
