@@ -300,33 +300,54 @@ def _order_statistics(parts: Partitioned, values: Callable[[Table], np.ndarray],
     window (low, high, values expected inside), narrowed pass by pass; a window that missed
     its rank starts again from the column's whole range (``whole[j]``)."""
     found: dict[tuple[int, int], float] = {}
+    cap = max(2 * _GATHER // max(parts.npartitions, 1), 100)  # values one partition may send back
     while search:
         windows = {key: (a, b) for key, (a, b, _) in search.items()}
-        gather = {key for key, (a, b, n) in search.items() if n <= _GATHER or a == b}
-        results = parts.reduce(_Window(values, windows, frozenset(gather)))
+        gather = {key for key, (a, b, n) in search.items() if n <= _GATHER}
+        results = parts.reduce(_Window(values, windows, frozenset(gather), cap))
         for key, (a, b, _) in list(search.items()):
-            j, r = key
-            below = r - sum(res[key][0] for res in results)  # the rank within the window
-            if key in gather:
-                got = np.concatenate([res[key][1] for res in results])
-                if 0 <= below < len(got):
-                    found[key] = float(np.partition(got, below)[below])
-                    del search[key]
-                else:
-                    search[key] = whole[j]
-                continue
-            hist = sum(res[key][1] for res in results)
-            low = np.fmin.reduce([res[key][2] for res in results])
+            below = key[1] - sum(res[key][0] for res in results)  # the rank within the window
+            hist, low, high, got = _merged(a, b, [res[key][1] for res in results])
             if not 0 <= below < hist.sum():
-                search[key] = whole[j]
-            elif low == np.fmax.reduce([res[key][3] for res in results]):  # one value fills the window
+                search[key] = whole[key[0]]  # the window missed the rank
+            elif low == high:  # one value fills the window
                 found[key] = float(low)
-                del search[key]
+            elif got is not None:
+                found[key] = float(np.partition(got, below)[below])
             else:
                 edges = np.linspace(a, b, _BINS + 1)
                 i = int(np.searchsorted(np.cumsum(hist), below, side="right"))
                 search[key] = (edges[i], edges[i + 1] if i + 1 < _BINS else b, int(hist[i]))
+            if key in found:
+                del search[key]
     return found
+
+
+def _merged(a: float, b: float, payloads: list[tuple]) -> tuple[np.ndarray, float, float, np.ndarray | None]:
+    """The partitions' answers for one window as (histogram, lowest, highest value inside, the
+    values when every partition sent them, else None)."""
+    if all(p[0] == "values" for p in payloads):
+        got = np.concatenate([p[1] for p in payloads])
+        low, high = (got.min(), got.max()) if len(got) else (np.nan, np.nan)
+        return np.array([len(got)]), low, high, got
+    hist = sum(p[1] if p[0] == "hist" else _histogram(p[1], a, b) for p in payloads)
+    low = np.fmin.reduce([p[2] if p[0] == "hist" else _lowest(p[1]) for p in payloads])
+    high = np.fmax.reduce([p[3] if p[0] == "hist" else _highest(p[1]) for p in payloads])
+    return hist, low, high, None
+
+
+def _lowest(x: np.ndarray) -> float:
+    return x.min() if len(x) else np.nan
+
+
+def _highest(x: np.ndarray) -> float:
+    return x.max() if len(x) else np.nan
+
+
+def _histogram(inside: np.ndarray, a: float, b: float) -> np.ndarray:
+    """Counts of ``inside`` in 1024 bins over [a, b]: bin i holds [edge i, edge i+1), the last also b."""
+    edges = np.linspace(a, b, _BINS + 1)
+    return np.bincount(np.minimum(np.searchsorted(edges, inside, side="right") - 1, _BINS - 1), minlength=_BINS)
 
 
 @dataclass(frozen=True)
@@ -343,11 +364,13 @@ class _Range:
 
 @dataclass(frozen=True)
 class _Window:
-    """Per (column, rank): the values in its window (gathered), or their histogram."""
+    """Per (column, rank): the values below its window, and the values inside it (when few:
+    at most ``cap``) or their histogram with the lowest and highest."""
 
     values: Callable[[Table], np.ndarray]
     windows: dict[tuple[int, int], tuple[float, float]]
     gather: frozenset
+    cap: int
 
     def __call__(self, table: Table) -> dict[tuple[int, int], Any]:
         x = self.values(table)
@@ -356,12 +379,8 @@ class _Window:
             col = x[:, j]
             below = int((col < a).sum())
             inside = col[(col >= a) & (col <= b)]
-            if (j, r) in self.gather:
-                out[(j, r)] = (below, inside)
+            if (j, r) in self.gather and len(inside) <= self.cap:
+                out[(j, r)] = (below, ("values", inside))
             else:
-                # bin i holds [edge i, edge i+1); the last bin also holds b
-                edges = np.linspace(a, b, _BINS + 1)
-                idx = np.minimum(np.searchsorted(edges, inside, side="right") - 1, _BINS - 1)
-                lo, hi = (inside.min(), inside.max()) if len(inside) else (np.nan, np.nan)
-                out[(j, r)] = (below, np.bincount(idx, minlength=_BINS), lo, hi)
+                out[(j, r)] = (below, ("hist", _histogram(inside, a, b), _lowest(inside), _highest(inside)))
         return out

@@ -111,7 +111,8 @@ def test_exact_quantiles_refine_to_numpys_percentiles(cluster, monkeypatch) -> N
     n = 5000
     frame = pd.DataFrame({"a": rng.normal(size=n), "b": rng.integers(0, 7, n).astype(float),
                           "c": np.where(rng.random(n) < 0.3, np.nan, rng.lognormal(size=n) * 1e6),
-                          "d": np.full(n, 2.5)}, index=pd.Index(np.arange(n), name=ROW_ID))
+                          "d": np.full(n, 2.5), "e": (rng.random(n) < 0.05).astype(float)},  # mostly ties
+                         index=pd.Index(np.arange(n), name=ROW_ID))
     parts = _parts(Table.from_frame(frame), 5)
     qs = [0.0, 0.1, 0.25, 0.5, 0.75, 0.999, 1.0]
     got = exact_quantiles(parts, Block(tuple(frame.columns)), qs)
