@@ -17,6 +17,7 @@ import atexit
 import os
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import numpy as np
@@ -65,8 +66,16 @@ class Partitioned:
         return self.meta["rows"]
 
     def to_table(self) -> Table:
-        """Every partition gathered into one in-memory table (only for what fits in memory)."""
-        frame = self.frame.compute()
+        """Every partition gathered into one in-memory table in this process (only for what fits
+        its memory): partition by partition, so no worker ever holds more than one."""
+        import dask
+        import pandas as pd
+
+        if self.meta.get("folder"):  # written partitions: read here, file by file
+            parts = [pd.read_parquet(f) for f in sorted(Path(self.meta["folder"]).glob("part-*.parquet"))]
+        else:
+            parts = dask.compute(*self.frame.to_delayed())
+        frame = pd.concat(parts) if parts else self.frame._meta.copy()
         frame.index.name = ROW_ID
         return Table(frame, self.schema, meta=dict(self.meta))
 
