@@ -536,8 +536,9 @@ def _shared_keys(parts: Partitioned, keys: _Keys) -> np.ndarray:
     frames = [dask.delayed(_keys_of)(p, parts.schema, shared) for p in parts.frame.to_delayed()]
     meta = keys(empty_table(parts))
     table = dd.from_delayed(frames, meta=meta, verify_meta=False)
-    counts = table["key"].value_counts(split_out=max(1, parts.npartitions // 2)).compute()
-    return np.sort(counts.index.to_numpy(np.uint64)[counts.to_numpy() > 1])
+    counts = table["key"].value_counts(split_out=max(1, parts.npartitions // 2))
+    shared = counts[counts > 1].compute()  # filtered on the workers: only the shared keys travel
+    return np.sort(shared.index.to_numpy(np.uint64))
 
 
 def _keys_of(frame: pd.DataFrame, schema: Any, keys: _Keys) -> pd.DataFrame:
