@@ -26,6 +26,8 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     import torch
 
+    from .partitioned import Partitioned
+
 NAME_RE = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 
 
@@ -222,6 +224,44 @@ class Cleaner(Component):
     def fit_apply(self, table: Table, ctx: StageContext | None = None) -> CleanResult:
         """Fit on ``table`` and clean it; override when fitting already computes the result."""
         return self.fit(table, ctx).apply(table, ctx)
+
+    # -- engine dask (``data.engine: dask``): a cleaner runs there in one of three ways
+    #: (1) fitting needs no whole-split statistics (a row filter, a per-row fix): the engine
+    #: fits on the training split's first partition and runs ``apply`` on every partition
+    partition_wise: ClassVar[bool] = False
+
+    def fit_partitions(self, parts: Partitioned, ctx: StageContext | None = None) -> Cleaner:
+        """(2) Fit the whole-split statistics by passes over ``parts`` (the training split, read
+        partition by partition: ``forgeline.core.partitioned``); the engine then runs ``apply``
+        on each partition alone, so ``apply`` must treat rows independently."""
+        raise NotImplementedError
+
+    def clean_partitions(self, parts: Partitioned, ctx: StageContext | None = None, *,
+                         fit: bool = False) -> PartitionPlan:
+        """(3) A Dask implementation: look at the whole split ``parts`` (and fit on it when
+        ``fit``: the training split) and return the :class:`PartitionPlan` the engine runs on
+        each of its partitions (rows dropped across partitions, a shared decision...)."""
+        raise NotImplementedError
+
+    def partitions_refusal(self) -> str | None:
+        """Why this cleaner, with its parameters, cannot run on engine dask (None: it can).
+        Validation refuses ``engine: dask`` with this reason; override to refuse some settings."""
+        base = Cleaner
+        if self.partition_wise or any(getattr(type(self), m) is not getattr(base, m)
+                                      for m in ("fit_partitions", "clean_partitions")):
+            return None
+        return ("it cannot run on partitions: it neither declares partition_wise nor implements "
+                "fit_partitions or clean_partitions (use engine: pandas)")
+
+
+@dataclass
+class PartitionPlan:
+    """What a cleaner's ``clean_partitions`` decided for one split: ``apply(table)`` cleans one
+    partition of it (a :class:`CleanResult` under the same row accounting), ``report`` goes
+    into the stage's report."""
+
+    apply: Callable[[Table], CleanResult]
+    report: dict[str, Any] = field(default_factory=dict)
 
 
 class Augmenter(Component):

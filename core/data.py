@@ -23,6 +23,23 @@ if TYPE_CHECKING:  # pragma: no cover
 ROW_ID = "row_id"
 
 
+def hash_split(row_ids: np.ndarray, test: float, valid: float, seed: int) -> np.ndarray:
+    """0 (train), 1 (validation) or 2 (test) per row, from a hash of its row id and the seed.
+
+    splitmix64 of ``row_id + seed * 2^32`` read as a number u in [0, 1): test when u < test,
+    validation when u < test + valid. Every process, worker and engine computes the same
+    assignment from the row ids alone; shares hold in expectation (not stratified).
+    """
+    with np.errstate(over="ignore"):
+        z = np.asarray(row_ids, dtype=np.int64).astype(np.uint64) + np.uint64(seed % 2**32) * np.uint64(2**32)
+        z = z + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    u = (z >> np.uint64(11)).astype(np.float64) / 2.0**53
+    return np.where(u < test, 2, np.where(u < test + valid, 1, 0)).astype(np.int8)
+
+
 class Role(StrEnum):
     """What a column is for."""
 

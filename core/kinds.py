@@ -119,7 +119,7 @@ for _spec in (
              description="cleaners, in order",
              checks=_kit("check_cleaner_fit_apply", "check_cleaner_fit_apply_once", "check_cleaner_no_mutation",
                          "check_cleaner_deterministic", "check_cleaner_fitted_pickles",
-                         "check_cleaner_state_is_data")),
+                         "check_cleaner_state_is_data", "check_cleaner_partitions")),
     KindSpec(Kind.AUGMENTER, "forgeline_augmenters", Augmenter, "augment", many=True, before_train=True,
              description="augmenters, in order (training split only)",
              checks=_kit("check_augmenter_augment", "check_augmenter_batch")),

@@ -37,13 +37,60 @@ class Split(Section):
     test: float = Field(0.2, gt=0, lt=1, description="share of rows held out for testing")
     validation: float = Field(0.0, ge=0, lt=1, description="share of rows held out for validation "
                               "(taken from what is left after the test split; 0 = use the test split)")
-    stratify: bool = Field(True, description="keep class shares equal across splits (classification)")
+    stratify: bool = Field(True, description="keep class shares equal across splits (classification; "
+                           "method random only)")
+    method: Literal["random", "hash"] | None = Field(
+        None, description="random: a seeded shuffle (scikit-learn's train_test_split); hash: each row by a "
+        "hash of its row id and the seed, the same on every worker and engine (not stratified); "
+        "default: random with engine pandas, hash with engine dask")
 
 
 class ColumnOverride(Section):
     role: Literal["feature", "target", "id", "weight", "group", "time"] | None = Field(None, description="what the column is for")
     modality: Literal["numeric", "categorical", "text", "datetime", "image", "series", "volume"] | None = Field(
         None, description="what kind of values it holds")
+
+
+MIN_WORKER_MEMORY = 512 * 2**20
+_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
+          "t": 10**12, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def byte_size(text: str) -> int | None:
+    """'768MiB', '4 GB', '1e9' as bytes (None when it is not a size)."""
+    import re
+
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-zA-Z]*)\s*", str(text))
+    unit = m and _UNITS.get(m.group(2).lower())
+    return int(float(m.group(1)) * unit) if unit else None
+
+
+class DaskSettings(Section):
+    address: str | None = Field(None, description="scheduler address of a running Dask cluster "
+                                "(tcp://host:8786); null: start a local cluster for the run")
+    workers: int = Field(2, ge=1, description="local cluster: worker processes")
+    threads_per_worker: int = Field(1, ge=1, description="local cluster: threads per worker")
+    memory_limit: str = Field("auto", description="local cluster: memory per worker ('512MiB', '4GB'; "
+                              "auto: the machine's memory shared among the workers)")
+    @field_validator("memory_limit")
+    @classmethod
+    def _enough_memory(cls, v: str) -> str:
+        if v == "auto":
+            return v
+        size = byte_size(v)
+        if size is None:
+            raise ValueError(f"{v!r} is not a size; write it like '768MiB' or '4GB' (or auto)")
+        if size < MIN_WORKER_MEMORY:
+            raise ValueError(f"{v} is below 512MiB: a worker holding pandas, scikit-learn and dask takes about "
+                             f"350 MiB before any data, and a worker past 90% of its limit pauses; give 512MiB "
+                             f"or more (partitions are what must fit, not the table)")
+        return v
+
+    processes: bool = Field(True, description="local cluster: workers are processes (false: threads of "
+                            "this process, faster to start, no memory limit enforced)")
+    blocksize: str = Field("64MiB", description="CSV sources: bytes read per partition")
+    partitions: int = Field(8, ge=1, description="in-memory sources (registered datasets): partitions "
+                            "the loaded table is cut into")
 
 
 class Data(Section):
@@ -53,6 +100,15 @@ class Data(Section):
     split: Split = Field(default_factory=Split, description="held-out shares, fixed by the seed")
     columns: dict[str, ColumnOverride] = Field(default_factory=dict,
                                                description="role/modality overrides per column")
+    engine: Literal["pandas", "dask"] = Field("pandas", description="where the data and clean stages run: "
+                                              "pandas in this process, or dask in partitions on a cluster")
+    dask: DaskSettings = Field(default_factory=DaskSettings, description="engine dask: the cluster and "
+                               "how sources are partitioned")
+
+    @property
+    def split_method(self) -> str:
+        """The split method in effect: the one given, else the engine's default."""
+        return self.split.method or ("hash" if self.engine == "dask" else "random")
 
 
 class Optimizer(Section):

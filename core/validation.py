@@ -15,6 +15,7 @@ import copy
 import difflib
 import enum
 import functools
+import glob
 import os
 import re
 import types
@@ -602,6 +603,7 @@ def load_plan(source: str | Path | Mapping[str, Any], catalog: Catalog, override
     device = train.get("device", "auto") if isinstance(train, dict) else None
     if hardware and device in ("auto", "cpu", "cuda") and (precision or parallel):  # a bad device: reported above
         _check_hardware(check, device, precision, parallel, nproc)
+    _check_engine(check, pipeline, parts, nproc)
     if isinstance(normal.get("tune"), dict):  # paths are checked even when a dimension is wrong
         known = [dataset, *(r for v in parts.values() for r in (v if isinstance(v, list) else [v]) if r)]
         _check_space(check, normal, known)
@@ -648,7 +650,10 @@ def _resolve_dataset(check: _Checker, normal: dict, folder: Path) -> Resolved | 
         return None
     if looks_like_path(source):
         target = (folder / os.path.expanduser(source)).resolve()
-        if not target.exists():
+        if glob.has_magic(str(target)) and not glob.glob(str(target)):
+            check.add(("data", "source"), f"no file matches {target}; give a glob matching .csv or .parquet files")
+            return None
+        if not glob.has_magic(str(target)) and not target.exists():
             check.add(("data", "source"), f"no such file: {target}")
             return None
         if with_ and "path" in with_:
@@ -708,6 +713,33 @@ def _expand_factory(train: dict, catalog: Catalog) -> None:
         return  # provider:name
     with_ = model.get("with") if isinstance(model, dict) else None
     train["model"] = {"use": "module", "with": {**(with_ if isinstance(with_, dict) else {}), "factory": ref}}
+
+
+def _check_engine(check: _Checker, pipeline: Any, parts: dict[str, Any], nproc: int) -> None:
+    """``data.engine: dask``: dask installed, a hash split, one process, every cleaner able to
+    run on partitions (``Cleaner.partitions_refusal``), no tuner (its trials rerun the data stages)."""
+    import importlib.util
+
+    if pipeline is None or pipeline.data.engine != "dask":
+        return
+    if any(importlib.util.find_spec(m) is None for m in ("dask", "distributed")):
+        check.add(("data", "engine"), "engine dask needs dask and distributed, which are not installed; "
+                  "pip install 'forgeline[dask]' (or use engine: pandas)")
+    if pipeline.data.split.method == "random":
+        check.add(("data", "split", "method"), "engine dask splits by a hash of the row id; use method: hash "
+                  "(or leave method out)")
+    if nproc > 1:
+        check.add(("data", "engine"), f"engine dask prepares the data once, on the cluster, and training reads "
+                  f"it in one process; run with --nproc 1 (not {nproc}) or use engine: pandas")
+    if parts.get("tune") is not None:
+        check.add(("tune",), "a tuner reruns the data stages in memory for every trial; use engine: pandas")
+    for i, resolved in enumerate(parts.get("clean") or []):
+        try:
+            reason = resolved.build().partitions_refusal()
+        except Exception as err:  # a plugin's bug: say which cleaner
+            reason = f"its partitions_refusal() failed ({type(err).__name__}: {err})"
+        if reason:
+            check.add(("clean", i), f"cleaner {resolved.entry.name!r} cannot run on engine dask: {reason}")
 
 
 def _check_data(check: _Checker, dataset: Resolved, normal: dict, parts: dict[str, Any],

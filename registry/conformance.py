@@ -242,6 +242,45 @@ def _outcome(result: CleanResult) -> tuple:
     return (result.table.frame, sorted(result.removed.index), sorted(result.removed["reason"].astype(str)))
 
 
+def check_cleaner_partitions(component: ComponentLike) -> None:
+    """Engine dask: a cleaner that runs on partitions (``partitions_refusal()`` is None) cleans a
+    table cut into 3 partitions as pandas cleans it whole: the same kept and removed row ids,
+    values equal to 1e-9, the accounting holding in every partition. A cleaner that refuses has
+    nothing to check here; skipped when dask is not installed."""
+    import pandas as pd
+
+    cleaner = _build(component)
+    if cleaner.partitions_refusal() is not None:
+        return
+    try:
+        import dask
+        import dask.dataframe as dd
+    except ImportError:
+        raise CheckSkipped("dask is not installed (pip install 'forgeline[dask]')") from None
+    from ..core.partitioned import Partitioned, same_dtypes_as_pandas
+    from ..core.stages.partitions import partition_plan
+
+    cls, ctx = _cls(component), StageContext(seed=0)
+    train, other = _table_for(cls), _table_for(cls, first_id=1000, seed=1)
+    reference = _build(component)
+    expected = {"train": reference.fit_apply(train, ctx), "other": reference.apply(other, ctx)}
+    same_dtypes_as_pandas()
+    with dask.config.set(scheduler="sync"):
+        for name, table in (("train", train), ("other", other)):
+            parts = Partitioned(dd.from_pandas(table.frame, npartitions=3, sort=True), table.schema)
+            plan = partition_plan(cleaner, parts, fit=name == "train")
+            outs = parts.reduce(lambda part: (part, plan.apply(part)))
+            for part, out in outs:
+                _check_result(out, part)
+            kept = pd.concat([out.table.frame for _, out in outs])
+            removed = sorted(i for _, out in outs for i in out.removed.index)
+            want = expected[name]
+            assert kept.index.equals(want.table.frame.index), f"{name}: other rows kept than on pandas"
+            assert removed == sorted(want.removed.index), f"{name}: other rows removed than on pandas"
+            pd.testing.assert_frame_equal(kept, want.table.frame, check_exact=False, rtol=1e-9,
+                                          obj=f"{name}: rows cleaned on partitions")
+
+
 def check_cleaner_deterministic(component: ComponentLike) -> None:
     a, b = _outcome(_clean(component)[3]), _outcome(_clean(component)[3])
     assert a[0].equals(b[0]) and a[1:] == b[1:], "same seed, same data gave different results"

@@ -36,6 +36,10 @@ def _builtins() -> list:
             continue
         if (str(entry.kind), entry.name) in CONFIGURED:
             components.append(entry.cls(**CONFIGURED[str(entry.kind), entry.name]))
+        elif entry.name == "credit-files" and entry.kind == "dataset":  # small, in a folder of its own
+            folder = Path(tempfile.mkdtemp(prefix="forgeline-conformance-"))
+            atexit.register(shutil.rmtree, folder, True)
+            components.append(entry.cls(rows=600, files=2, folder=str(folder)))
         elif entry.name == "file" and entry.kind == "dataset":
             # written at collection time: parametrize needs the instance before fixtures exist
             folder = Path(tempfile.mkdtemp(prefix="forgeline-conformance-"))

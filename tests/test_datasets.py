@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,7 +21,10 @@ from forgeline.plugins.datasets.sklearn_builtin import Diabetes, Digits
 from forgeline.plugins.datasets.synthetic import Reviews, Shapes, Signals
 
 # generated datasets at a size that keeps the tests fast
-SMALL = {"credit": {"rows": 2000}, "shapes": {"rows": 400}, "signals": {"rows": 400}, "reviews": {"rows": 400}}
+FILES = Path(tempfile.mkdtemp(prefix="forgeline-credit-files-"))
+atexit.register(shutil.rmtree, FILES, True)
+SMALL = {"credit": {"rows": 2000}, "shapes": {"rows": 400}, "signals": {"rows": 400}, "reviews": {"rows": 400},
+         "credit-files": {"rows": 2000, "files": 2, "folder": str(FILES)}}
 BUILT_IN = [cls for cls in forgeline_datasets() if cls.name != "file"]
 
 
@@ -28,7 +35,7 @@ def load(cls: type[Dataset], seed: int = 0, **params) -> Table:
 def test_hook_returns_every_dataset_once():
     names = [cls.name for cls in forgeline_datasets()]
     assert sorted(names) == sorted({"file", "breast-cancer", "digits", "wine", "diabetes", "credit",
-                                    "shapes", "signals", "reviews"})
+                                    "credit-files", "shapes", "signals", "reviews"})
     for cls in forgeline_datasets():
         assert issubclass(cls, Dataset) and cls.summary()
         for field_name, field in cls.Params.model_fields.items():
@@ -304,3 +311,18 @@ def test_reviews_are_learnable_from_words():
     assert table.frame.text.nunique() > 0.95 * len(table)
     X = CountVectorizer().fit_transform(table.frame.text).toarray()
     assert _fit_score(X, table.y.to_numpy()) > 0.8  # chance: about 0.5
+
+
+def test_credit_files_are_written_once_file_by_file_and_read_back(tmp_path: Path) -> None:
+    from forgeline.plugins.datasets.credit_files import CreditFiles
+
+    ds = CreditFiles(rows=1000, files=3, folder=str(tmp_path))
+    files = ds.files(StageContext(seed=4))
+    assert len(files) == 3 and [len(pd.read_parquet(f)) for f in files] == [334, 333, 333]
+    stamps = [f.stat().st_mtime_ns for f in files]
+    table = ds.load(StageContext(seed=4))
+    assert [f.stat().st_mtime_ns for f in ds.files(StageContext(seed=4))] == stamps  # reused, not rewritten
+    assert len(table) == 1000 and table.target == "default"
+    assert table.meta["ground_truth"].index.equals(table.frame.index)
+    assert ds.files(StageContext(seed=5))[0].parent != files[0].parent  # another seed, other files
+    assert CreditFiles(rows=100, files=20, folder=str(tmp_path)).problems()[0][0] == "files"

@@ -66,8 +66,30 @@ def test_other_examples_run_and_report(example: str, sets: list[str], nproc: str
         assert f'<section id="{section}">' in page
 
 
+def test_clean_large_dask_example_cleans_on_a_local_cluster_and_trains(tmp_path: Path) -> None:
+    """The example shrunk to 6,000 rows in 3 files (its full size is in BENCHMARKS.md)."""
+    pytest.importorskip("distributed")
+    path = next(p for p in EXAMPLES if p.stem == "clean-large-dask")
+    sets = ["data.with.rows=6000", "data.with.files=3", f"data.with.folder={tmp_path / 'files'}",
+            "data.with.duplicate_rate=0.01", "clean.3.with.sample_rows=2000"]  # sampled: judged on workers
+    r = forgeline("run", str(path), "--out", str(tmp_path / "runs"), "--json", *[a for s in sets for a in ("--set", s)])
+    assert r.returncode == 0, r.stderr[-2000:]
+    run = Path(json.loads(r.stdout)["run"])
+    page = assert_self_contained_report(run)
+    assert '<section id="training">' in page
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["stages"][0]["report"]["partitions"] == 3
+    label = next(s for s in manifest["stages"] if s["id"] == "clean.3")["report"]
+    assert label["details"]["judged"].startswith("a hash sample of")
+    peaks = label["worker_peak_memory_mib"]
+    assert len(peaks) == 2 and all(0 < p < 1024 for p in peaks)  # two workers, under their 1GiB limit
+    for split in ("train", "valid", "test"):
+        assert sorted((run / "cleaned" / split).glob("part-*.parquet"))
+    assert len(list((tmp_path / "files").rglob("part-*.parquet"))) == 3
+
+
 def test_every_example_is_run_by_a_test() -> None:
     ran = {"digits-cnn", "signals-tcn", "credit-risk", "clean-credit", "wine-ddp", "augment-digits",
-           "augment-reviews", "augment-signals", "features-credit",
+           "augment-reviews", "augment-signals", "features-credit", "clean-large-dask",
            "tune-compress"}  # tune-compress: tests/test_tune_compress.py, end to end with its report
     assert {p.stem for p in EXAMPLES} <= ran, "run the new example in this file (and check its report)"

@@ -22,6 +22,10 @@ class CleanStage(Stage):
         import pandas as pd
 
         cleaner: Cleaner = self.build()
+        if env.plan.pipeline.data.engine == "dask":
+            from .partitions import clean_splits
+
+            return clean_splits(self.id, cleaner, self.provider, state, env)
         ctx, report, results = cleaner.context, {}, {}
         for name, table in state.splits.items():
             out = cleaner.fit_apply(table, ctx) if name == "train" else cleaner.apply(table, ctx)

@@ -8,7 +8,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..components import Dataset, Kind
-from ..data import ColumnSpec, Modality, Role, Schema, Table
+from ..data import ColumnSpec, Modality, Role, Schema, Table, hash_split
 from ..datacheck import check_loaded
 from ..errors import InputError, Problem
 from .base import RunState, Splits, Stage, StageEnv
@@ -23,6 +23,10 @@ class DataStage(Stage):
     def run(self, state: RunState, env: StageEnv) -> dict[str, Any]:
         dataset: Dataset = self.build()
         data = env.plan.pipeline.data
+        if data.engine == "dask":
+            from .partitions import load_splits
+
+            return load_splits(dataset, state, env)
         table = with_roles(dataset.load(dataset.context), dataset, data)
         table, checked = check_loaded(table, {n: o.modality for n, o in data.columns.items()})
         if len(table) == 0:
@@ -30,7 +34,8 @@ class DataStage(Stage):
         fp = table.fingerprint()
         env.folder.manifest["inputs"][self.name] = {**fp, "params": self.resolved.params.model_dump(mode="json")}
         state.task, state.classes = infer_task(table)
-        state.splits = split(table, env.plan.pipeline.data.split, env.plan.pipeline.seed, state.task)
+        how = data.split.model_copy(update={"method": data.split_method})
+        state.splits = split(table, how, env.plan.pipeline.seed, state.task)
         state.ground_truth, state.schema = table.meta.get("ground_truth"), table.schema
         env.folder.write_json("stages/splits.json", {name: t.row_ids for name, t in state.splits.items()})
         return dict(rows=len(table), columns=len(table.schema.columns), target=table.target, task=state.task,
@@ -77,10 +82,15 @@ def infer_task(table: Table) -> tuple[str, list[Any]]:
 
 
 def split(table: Table, s: Any, seed: int, task: str) -> Splits:
-    """Test (and validation) splits fixed by the seed, stratified for classification."""
+    """Test (and validation) splits fixed by the seed: stratified for classification (method
+    random), or by a hash of each row id (method hash: :func:`~forgeline.core.data.hash_split`)."""
     from sklearn.model_selection import train_test_split
 
     ids = table.row_ids
+    if s.method == "hash":
+        code = hash_split(ids, s.test, s.validation, seed)
+        return Splits(table.take_mask(code == 0), table.take_mask(code == 1) if s.validation else None,
+                      table.take_mask(code == 2))
     strat = table.y.to_numpy() if (s.stratify and task == "classification") else None
     try:
         rest, test = train_test_split(ids, test_size=s.test, random_state=seed, stratify=strat)

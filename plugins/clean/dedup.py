@@ -8,13 +8,17 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import Field
 
-from forgeline.core import Cleaner, CleanResult, InputError, Modality, Params, StageContext, Table
+from forgeline.core import ROW_ID, Cleaner, CleanResult, InputError, Modality, Params, StageContext, Table
 
 from . import minhash, simhash
 from ._columns import removed_rows, require_rows, select_columns
+from ._partitions import empty_table, require_partition_rows
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
+
+    from forgeline.core.components import PartitionPlan
+    from forgeline.core.partitioned import Partitioned
 
 #: clusters listed one by one in the report (the counts cover all of them)
 REPORTED_CLUSTERS = 20
@@ -104,6 +108,10 @@ class Dedup(Cleaner):
         require_rows(table, self.name)
         self.text_columns_ = self._text_columns(table) if self.params.method != "exact" else []
         self.features_, self.target_ = _exact_columns(table)
+        return self._fit_prints(table)
+
+    def _fit_prints(self, table: Table) -> _Prints:
+        """The training fingerprints of ``table`` with the fitted columns."""
         prints = self._prints(table, self.features_, self.target_)
         # training fingerprints in row id order, so the lowest index is the lowest row id
         order = np.argsort(table.row_ids, kind="stable")
@@ -259,6 +267,71 @@ class Dedup(Cleaner):
         })
         return CleanResult(table=table.take_mask(~drop), removed=removed, flagged=ids[drop], report=report)
 
+    # ----------------------------------------------------------------- engine dask
+
+    def partitions_refusal(self) -> str | None:
+        if self.params.method == "simhash":
+            return "method simhash has no partitioned search; use method: minhash or exact (or engine: pandas)"
+        return None
+
+    def clean_partitions(self, parts: Partitioned, ctx: StageContext | None = None, *,
+                         fit: bool = False) -> PartitionPlan:
+        """Engine dask: duplicates across partitions. Every row's exact-row hash and MinHash band
+        keys are shuffled by key (``value_counts``): a row sharing no key with another row of the
+        split has no duplicate in it. The rows that share one (the suspects) are gathered and
+        deduplicated here exactly as on pandas; the other rows are only checked against the
+        training fingerprints (``against_training``). Fitting keeps the training fingerprints of
+        every partition (about 8 bytes per row and per distinct word, on this machine)."""
+        import pandas as pd
+
+        from forgeline.core.components import PartitionPlan
+
+        shape = empty_table(parts)
+        if fit:
+            require_partition_rows(parts, self.name)
+            self.text_columns_ = self._text_columns(shape) if self.params.method != "exact" else []
+            self.features_, self.target_ = _exact_columns(shape)
+        keys = _Keys(self._columns_only(), *_exact_columns(shape))
+        shared = _shared_keys(parts, keys)
+        found = parts.reduce(_Suspects(keys, shared, _PartitionFit(self) if fit else None))
+        if fit:  # the same pass fingerprinted each partition
+            self._merge_fits([f for _, f in found])
+        suspects = [t for t, _ in found if len(t)]
+        table = Table(pd.concat([t.frame for t in suspects]), shape.schema) if suspects else shape
+        inner = type(self)(self.params)
+        against = not fit and self.params.against_training
+        if against:
+            inner.__dict__.update({k: v for k, v in self.__dict__.items() if k.endswith("_")})
+            result = inner.apply(table)
+        else:
+            result = inner.fit_apply(table) if len(table) else None
+        report = dict(result.report) if result is not None else {"method": self.params.method}
+        report["suspects_gathered"] = len(table)
+        decided = result.removed[["reason", "duplicate_of"]] if result is not None else None
+        return PartitionPlan(apply=_Decided(table.row_ids, decided, self if against else None), report=report)
+
+    def _columns_only(self) -> Dedup:
+        """This dedup's parameters and fitted columns, without the training fingerprints (what
+        computing keys on the workers needs)."""
+        light = type(self)(self.params)
+        light.text_columns_ = self.text_columns_
+        return light
+
+    def _merge_fits(self, fits: list[dict[str, Any]]) -> None:
+        """The training fingerprints of the partitions (in row id order) as one fit."""
+        rows = np.cumsum([0] + [len(f["train_ids_"]) for f in fits])
+        cat = lambda key: np.concatenate([f[key] for f in fits]) if fits[0][key] is not None else None  # noqa: E731
+        self.train_ids_, self.train_row_hash_ = cat("train_ids_"), cat("train_row_hash_")
+        self.train_feature_hash_ = cat("train_feature_hash_")
+        self.train_text_pos_ = np.concatenate([f["train_text_pos_"] + r for f, r in zip(fits, rows)])
+        self.train_text_ = cat("train_text_")
+        self.train_shingle_starts_ = None
+        if self.params.method == "minhash":
+            ends = np.cumsum([0] + [f["train_shingle_starts_"][-1] for f in fits])
+            self.train_shingle_starts_ = np.concatenate(
+                [[0]] + [f["train_shingle_starts_"][1:] + e for f, e in zip(fits, ends)]).astype(np.int64)
+        self._train_signatures = None
+
     # ----------------------------------------------------------------- matching
 
     def _near_matches(self, prints: _Prints, asked: np.ndarray | None
@@ -401,3 +474,119 @@ def _exact_pairs(row_hash: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     order = np.argsort(codes, kind="stable")
     same = codes[order][1:] == codes[order][:-1]
     return order[:-1][same], order[1:][same]
+
+
+# --------------------------------------------------------------------- engine dask helpers
+
+_FITTED = ("train_ids_", "train_row_hash_", "train_feature_hash_", "train_text_pos_", "train_text_",
+           "train_shingle_starts_")
+
+
+@dataclass(frozen=True)
+class _PartitionFit:
+    """One partition's training fingerprints (merged by ``Dedup._merge_fits``)."""
+
+    dedup: Dedup
+
+    def __call__(self, table: Table) -> dict[str, Any]:
+        part = type(self.dedup)(self.dedup.params)
+        part.text_columns_ = self.dedup.text_columns_
+        if len(table):
+            part.features_, part.target_ = self.dedup.features_, self.dedup.target_
+            part._fit_prints(table)
+            return {k: getattr(part, k) for k in _FITTED}
+        none = np.empty(0, np.int64)
+        return {"train_ids_": none, "train_row_hash_": none.astype(np.uint64),
+                "train_feature_hash_": none.astype(np.uint64), "train_text_pos_": none,
+                "train_text_": none.astype(np.uint64), "train_shingle_starts_": np.zeros(1, np.int64)}
+
+
+@dataclass(frozen=True)
+class _Keys:
+    """Per row of a partition: its exact-row hash (when exact matching) and MinHash band keys."""
+
+    dedup: Dedup
+    features: list[str]
+    target: str | None
+
+    def __call__(self, table: Table) -> pd.DataFrame:
+        import pandas as pd
+
+        prints = self.dedup._prints(table, self.features, self.target)
+        ids = table.row_ids
+        frames = []
+        if self.dedup.params.exact and prints.row_hash is not None:
+            frames.append(pd.DataFrame({"key": prints.row_hash, ROW_ID: ids}))
+        if self.dedup.text_columns_ and prints.text is not None and len(prints.text):
+            bands, rows = minhash.choose_bands(prints.text.shape[1], self.dedup.params.threshold)
+            # band keys already hash the band number in; tagged apart from the row hashes (a
+            # collision only gathers a row more, whose duplicates are then checked exactly)
+            keys = simhash.combine(minhash.band_keys(prints.text, bands, rows).ravel(), np.uint64(1))
+            frames.append(pd.DataFrame({"key": keys, ROW_ID: np.repeat(ids[prints.has_text], bands)}))
+        empty = pd.DataFrame({"key": np.empty(0, np.uint64), ROW_ID: np.empty(0, np.int64)})
+        return pd.concat(frames, ignore_index=True) if frames else empty
+
+
+def _shared_keys(parts: Partitioned, keys: _Keys) -> np.ndarray:
+    """The keys (sorted) held by two rows or more of the split: the keys shuffled and counted."""
+    import dask
+    import dask.dataframe as dd
+
+    shared = dask.delayed(keys, pure=True)  # the fitted dedup once in the graph
+    frames = [dask.delayed(_keys_of)(p, parts.schema, shared) for p in parts.frame.to_delayed()]
+    meta = keys(empty_table(parts))
+    table = dd.from_delayed(frames, meta=meta, verify_meta=False)
+    counts = table["key"].value_counts(split_out=max(1, parts.npartitions // 2))
+    shared = counts[counts > 1].compute()  # filtered on the workers: only the shared keys travel
+    return np.sort(shared.index.to_numpy(np.uint64))
+
+
+def _keys_of(frame: pd.DataFrame, schema: Any, keys: _Keys) -> pd.DataFrame:
+    frame.index.name = ROW_ID
+    return keys(Table(frame, schema))
+
+
+@dataclass(frozen=True)
+class _Suspects:
+    """The rows of a partition that share a key with another row of the split (and, when
+    fitting, the partition's training fingerprints)."""
+
+    keys: _Keys
+    shared: np.ndarray
+    fit: _PartitionFit | None  #: also fingerprint the partition (fitting)
+
+    def __call__(self, table: Table) -> tuple[Table, dict[str, Any] | None]:
+        k = self.keys(table)
+        hit = np.isin(k["key"].to_numpy(np.uint64), self.shared, assume_unique=False)
+        suspects = table.take(np.unique(k[ROW_ID].to_numpy()[hit]))
+        return suspects, (self.fit(table) if self.fit is not None else None)
+
+
+@dataclass
+class _Decided:
+    """Cleans one partition: the suspects as decided on the gathered rows; the other rows
+    checked against the training fingerprints by ``against`` (None: kept)."""
+
+    suspects: np.ndarray
+    removed: pd.DataFrame | None  #: reason and duplicate_of by row id (the suspects removed)
+    against: Dedup | None
+
+    def __call__(self, table: Table) -> CleanResult:
+        import pandas as pd
+
+        ids = table.row_ids
+        is_suspect = np.isin(ids, self.suspects)
+        gone = self.removed.reindex(ids[is_suspect]).dropna(subset=["reason"]) if self.removed is not None \
+            else pd.DataFrame({"reason": [], "duplicate_of": []})
+        report: dict[str, Any] = {"rows_in": int((~is_suspect).sum())}
+        leaks = None
+        if self.against is not None:
+            leaks = self.against.apply(table.take_mask(~is_suspect))
+            report = {k: v for k, v in leaks.report.items() if isinstance(v, int) and k not in ("training_rows",
+                                                                                            "clusters",
+                                                                                            "largest_cluster")}
+            gone = pd.concat([gone, leaks.removed[["reason", "duplicate_of"]]])
+        drop = np.isin(ids, gone.index.to_numpy())
+        removed = removed_rows(table.frame, drop, gone["reason"].reindex(ids).to_numpy())
+        removed["duplicate_of"] = gone["duplicate_of"].reindex(removed.index).to_numpy(np.int64)
+        return CleanResult(table=table.take_mask(~drop), removed=removed, flagged=ids[drop], report=report)

@@ -3,7 +3,7 @@ or multiple imputation with scikit-learn's ``IterativeImputer(sample_posterior=T
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -13,6 +13,10 @@ from forgeline.core import (Cleaner, CleanResult, ColumnSpec, InputError, Modali
 
 from ._columns import (column_stats, no_rows_removed, numeric_block, require_not_all_missing,
                        require_numeric, require_rows, select_columns)
+from ._partitions import Block, empty_table, modes, require_observed, require_partition_rows
+
+if TYPE_CHECKING:  # pragma: no cover
+    from forgeline.core.partitioned import Partitioned
 
 INDICATOR_SUFFIX = "__imputed"
 
@@ -82,6 +86,43 @@ class Impute(Cleaner):
                                                random_state=seed + i, keep_empty_features=True).fit(X)
                               for i in range(self.params.multiple)]
         return self
+
+    def fit_partitions(self, parts: Partitioned, ctx: StageContext | None = None) -> Impute:
+        """Engine dask: the fills by passes over the partitions: mean exact (two passes), median
+        exact (``exact_quantiles``), most frequent from value counts summed over partitions."""
+        from forgeline.core.partitioned import exact_quantiles, moments
+
+        require_partition_rows(parts, self.name)
+        shape = empty_table(parts)
+        cols = select_columns(shape, self.params.columns, self.modalities, self.name)
+        observed = require_observed(parts, cols, self.name)
+        numeric = [c for c in cols if shape.schema[c].modality == Modality.NUMERIC]
+        require_numeric(shape.frame, numeric, self.name)
+        categorical = [c for c in cols if c not in set(numeric)]
+        self.numeric_, self.categorical_ = numeric, categorical
+        strategy, block = self.params.strategy, Block(tuple(numeric))
+        if strategy == "median":
+            fill = exact_quantiles(parts, block, [0.5])[0]
+        elif strategy == "mean":
+            fill = moments(parts, block)[1]
+        elif strategy == "constant":
+            fill = np.full(len(numeric), self.params.fill_value)
+        else:
+            found = modes(parts, numeric)
+            fill = np.array([found[c] for c in numeric], dtype=np.float64)
+        self.fill_ = fill
+        found = modes(parts, categorical) if strategy != "constant" else {}
+        self.category_fill_ = {c: found.get(c, self.params.fill_category) for c in categorical}
+        rows = parts.rows()
+        self.indicator_columns_ = [c for c in cols if observed[c] < rows] if self.params.indicators else []
+        self.imputers_ = []
+        return self
+
+    def partitions_refusal(self) -> str | None:
+        if self.params.multiple > 1:
+            return ("multiple imputation (multiple > 1) fits IterativeImputer on the whole split in memory; "
+                    "use multiple: 1 or engine: pandas")
+        return None
 
     def apply(self, table: Table, ctx: StageContext | None = None) -> CleanResult:
         import pandas as pd

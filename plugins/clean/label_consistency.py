@@ -10,7 +10,7 @@ checks that the default flags exactly the rows cleanlab's ``find_label_issues`` 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -18,6 +18,13 @@ from pydantic import Field
 from forgeline.core import Cleaner, CleanResult, InputError, Modality, Params, StageContext, Table
 
 from ._columns import no_rows_removed, plain, removed_rows, require_rows, select_columns
+from ._partitions import empty_table, require_partition_rows
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+    from forgeline.core.components import PartitionPlan
+    from forgeline.core.partitioned import Partitioned
 
 REVIEW_FILE = "label_review.csv"
 #: fuzz of confident learning's comparisons (cleanlab's FLOATING_POINT_COMPARISON)
@@ -191,6 +198,10 @@ class LabelConsistencyParams(Params):
     widen: bool = Field(False, description="also flag rows at least as likely mislabelled (by the noise rates "
                         "confident learning estimates) as the average row it flags: more wrong labels found, "
                         "precision about the same")
+    sample_rows: int = Field(200_000, ge=100, description="engine dask: a split of at most this many rows "
+                             "is gathered (its input columns and labels only) and judged exactly as on "
+                             "pandas; a larger one on a hash sample of about this many rows, its other "
+                             "rows by the model fitted on the sample with the sample's thresholds")
 
 
 class LabelConsistency(Cleaner):
@@ -302,6 +313,38 @@ class LabelConsistency(Cleaner):
             blocks.append((values[:, None] == np.asarray(self.levels_[c], dtype=object)[None, :]).astype(np.float64))
         return np.hstack(blocks)
 
+    # ------------------------------------------------------------------ engine dask
+
+    def clean_partitions(self, parts: Partitioned, ctx: StageContext | None = None, *,
+                         fit: bool = False) -> PartitionPlan:
+        """Engine dask: the input columns and labels of the split (or of a hash sample of
+        ``sample_rows`` rows when larger) gathered and judged as on pandas (out of fold when
+        fitting); the verdicts then applied partition by partition, and the rows outside the
+        sample judged there by the fitted model and thresholds. The report says which."""
+        from forgeline.core.components import PartitionPlan
+        from forgeline.core.partitioned import Partitioned as Parts
+
+        shape = empty_table(parts)
+        rows = require_partition_rows(parts, self.name) if fit else parts.rows()
+        if fit:
+            cols = select_columns(shape, self.params.columns, self.modalities, self.name)
+        else:
+            cols = self.numeric_ + self.categorical_
+        keep = [c for c in dict.fromkeys([*cols, shape.target]) if c in shape.frame.columns]
+        share = min(1.0, self.params.sample_rows / max(rows, 1))
+        seed = self.using(ctx).seed
+        narrow = Parts(parts.frame[keep], parts.schema).select(_Sample(share, seed)).to_table()
+        action = self.params.action if fit or self.params.held_out == "same" else "flag"
+        result = self.fit_apply(narrow, ctx) if fit else self.apply(narrow, ctx)
+        report = dict(result.report)
+        report["judged"] = ("all rows, gathered" if share == 1 else
+                            f"a hash sample of {len(narrow)} of {rows} rows gathered; the other rows by the model "
+                            f"fitted on the sample, with its thresholds, partition by partition")
+        changed = result.table.frame[shape.target] if action == "relabel" else None
+        verdicts = _Verdicts(narrow.row_ids, np.asarray(result.flagged), result.removed["reason"], changed,
+                             self if share < 1 else None, action, seed)
+        return PartitionPlan(apply=verdicts, report=report)
+
     # ------------------------------------------------------------------ results
 
     def _result(self, table: Table, labels: np.ndarray, probs: np.ndarray, ctx: StageContext | None,
@@ -352,3 +395,62 @@ class LabelConsistency(Cleaner):
         append = not fresh and path.exists()
         pd.DataFrame({"row_id": ids, "given_label": given, "suggested_label": suggested, "score": score}).to_csv(
             path, index=False, mode="a" if append else "w", header=not append)
+
+
+@dataclass(frozen=True)
+class _Sample:
+    """The rows of a partition in the hash sample of share ``share`` (all when 1)."""
+
+    share: float
+    seed: int
+
+    def __call__(self, frame: pd.DataFrame) -> pd.DataFrame:
+        from forgeline.core.data import hash_split
+
+        if self.share >= 1:
+            return frame
+        return frame[hash_split(frame.index.to_numpy(), self.share, 0.0, self.seed + 1) == 2]
+
+
+@dataclass
+class _Verdicts:
+    """Cleans one partition: the gathered rows as judged, the others (sampled fits) by ``model``."""
+
+    judged: np.ndarray  #: row ids judged on the gathered rows
+    flagged: np.ndarray  #: the suspects among them
+    reasons: pd.Series  #: reason by row id of the judged rows removed
+    labels: pd.Series | None  #: relabel: the new label by row id of the judged rows
+    model: LabelConsistency | None  #: judges the other rows (None: every row was judged)
+    action: str
+    seed: int
+
+    def __call__(self, table: Table) -> CleanResult:
+        ids = table.row_ids
+        was_judged = np.isin(ids, self.judged)
+        drop = np.isin(ids, self.reasons.index.to_numpy())
+        frame, report, flagged = table.frame, {}, [ids[np.isin(ids, self.flagged)]]
+        if self.labels is not None:
+            frame = frame.copy()
+            at = was_judged
+            frame.loc[at, self.labels.name] = self.labels.reindex(ids[at]).to_numpy()
+        if self.model is not None and (~was_judged).any():
+            rest = table.take_mask(~was_judged)
+            m = self.model
+            labels = m._encode_labels(rest)
+            probs = m.model_.predict_proba(m._inputs(rest, fitting=False))
+            out = m._result(rest, labels, probs, StageContext(seed=self.seed), out_of_fold=False, action=self.action)
+            report = {k: v for k, v in out.report.items() if k in ("rows_in", "suspects", "rows_removed",
+                                                                 "rows_relabelled")}
+            flagged.append(out.flagged)
+            gone = np.isin(ids, out.removed.index.to_numpy())
+            reasons = self.reasons.reindex(ids).to_numpy(object, copy=True)
+            reasons[gone] = out.removed["reason"].reindex(ids[gone]).to_numpy()
+            if self.action == "relabel":
+                frame = frame.copy() if frame is table.frame else frame
+                frame.loc[~was_judged, out.table.target] = out.table.frame[out.table.target].to_numpy()
+            drop = drop | gone
+        else:
+            reasons = self.reasons.reindex(ids).to_numpy(object, copy=True)
+        removed = removed_rows(frame, drop, reasons)
+        kept = table.with_frame(frame).take_mask(~drop)
+        return CleanResult(table=kept, removed=removed, flagged=np.concatenate(flagged), report=report)

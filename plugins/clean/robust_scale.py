@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -11,6 +11,10 @@ from forgeline.core import Cleaner, CleanResult, InputError, Modality, Params, S
 
 from ._columns import (column_stats, no_rows_removed, numeric_block, replace_columns, require_finite,
                        require_not_all_missing, require_numeric, require_rows, select_columns)
+from ._partitions import Block, ObservedAndFinite, empty_table, require_partition_rows
+
+if TYPE_CHECKING:  # pragma: no cover
+    from forgeline.core.partitioned import Partitioned
 
 
 class RobustScaleParams(Params):
@@ -57,6 +61,35 @@ class RobustScale(Cleaner):
                                     with_scaling=p.with_scaling, unit_variance=p.unit_variance,
                                     copy=False).fit(X)
         self.columns_ = cols
+        return self
+
+    def fit_partitions(self, parts: Partitioned, ctx: StageContext | None = None) -> RobustScale:
+        """Engine dask: ``RobustScaler``'s centre (median) and scale (quantile range) computed
+        exactly by ``exact_quantiles`` over the partitions, set on a ``RobustScaler``."""
+        from sklearn.preprocessing import RobustScaler
+        from sklearn.preprocessing._data import _handle_zeros_in_scale
+        from scipy.stats import norm
+
+        from forgeline.core.partitioned import exact_quantiles
+
+        require_partition_rows(parts, self.name)
+        shape = empty_table(parts)
+        cols = select_columns(shape, self.params.columns, self.modalities, self.name)
+        require_numeric(shape.frame, cols, self.name)
+        p = self.params
+        lo, hi = p.quantile_range
+        median, q_lo, q_hi = exact_quantiles(parts, Block(tuple(cols)), [0.5, lo / 100, hi / 100],
+                                             check=ObservedAndFinite(parts, tuple(cols), self.name, finite=True))
+        scaler = RobustScaler(quantile_range=tuple(p.quantile_range), with_centering=p.with_centering,
+                              with_scaling=p.with_scaling, unit_variance=p.unit_variance, copy=False)
+        scaler.center_ = median if p.with_centering else None
+        scale = None
+        if p.with_scaling:
+            scale = _handle_zeros_in_scale(q_hi - q_lo, copy=False)
+            if p.unit_variance:
+                scale = scale / (norm.ppf(hi / 100.0) - norm.ppf(lo / 100.0))
+        scaler.scale_, scaler.n_features_in_ = scale, len(cols)
+        self.scaler_, self.columns_ = scaler, cols
         return self
 
     def apply(self, table: Table, ctx: StageContext | None = None) -> CleanResult:

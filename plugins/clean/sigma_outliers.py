@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from pydantic import Field
@@ -12,6 +12,11 @@ from forgeline.core import Cleaner, CleanResult, Modality, Params, StageContext,
 
 from ._columns import (column_stats, nan_moments, no_rows_removed, numeric_block, removed_rows,
                        replace_columns, require_not_all_missing, require_numeric, require_rows, select_columns)
+from ._partitions import (AbsDeviation, Block, ObservedAndFinite, empty_table, require_partition_rows,
+                          require_some_values)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from forgeline.core.partitioned import Partitioned
 
 #: MAD * 1.4826 estimates the standard deviation of normally distributed data
 MAD_TO_STD = 1.4826
@@ -59,6 +64,25 @@ class SigmaOutliers(Cleaner):
         self.columns_ = cols
         self.centre_ = centre
         self.spread_ = np.nan_to_num(spread, nan=0.0)
+        return self
+
+    def fit_partitions(self, parts: Partitioned, ctx: StageContext | None = None) -> SigmaOutliers:
+        """Engine dask: the same statistics by passes over the partitions: mean and std exact
+        (two passes), median and MAD exact (``exact_quantiles``: two passes each)."""
+        from forgeline.core.partitioned import exact_quantiles, moments
+
+        require_partition_rows(parts, self.name)
+        shape = empty_table(parts)
+        cols = select_columns(shape, self.params.columns, self.modalities, self.name)
+        require_numeric(shape.frame, cols, self.name)
+        finite = Block(tuple(cols), finite=True)
+        if self.params.robust:
+            centre = exact_quantiles(parts, finite, [0.5], check=ObservedAndFinite(parts, tuple(cols), self.name))[0]
+            spread = MAD_TO_STD * exact_quantiles(parts, AbsDeviation(tuple(cols), tuple(centre)), [0.5])[0]
+        else:
+            count, centre, spread = moments(parts, finite, ddof=1)
+            require_some_values(count, cols, self.name)
+        self.columns_, self.centre_, self.spread_ = cols, centre, np.nan_to_num(spread, nan=0.0)
         return self
 
     def apply(self, table: Table, ctx: StageContext | None = None) -> CleanResult:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from forgeline.core import hookimpl
 
 from .credit import Credit
+from .credit_files import CreditFiles
 from .files import FileDataset
 from .sklearn_builtin import DATASETS as SKLEARN_DATASETS
 from .synthetic import DATASETS as SYNTHETIC_DATASETS
@@ -12,4 +13,4 @@ from .synthetic import DATASETS as SYNTHETIC_DATASETS
 
 @hookimpl
 def forgeline_datasets() -> list[type]:
-    return [FileDataset, *SKLEARN_DATASETS, Credit, *SYNTHETIC_DATASETS]
+    return [FileDataset, *SKLEARN_DATASETS, Credit, CreditFiles, *SYNTHETIC_DATASETS]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -10,7 +11,10 @@ from pydantic import Field
 from forgeline.core import Dataset, InputError, Params, StageContext, Table
 
 if TYPE_CHECKING:  # pragma: no cover
+    import dask.dataframe as dd
     import pandas as pd
+
+    from forgeline.core.pipeline import DaskSettings
 
 # compressed CSVs keep their inner extension (x.csv.gz); pandas infers the compression itself
 _CSV_SUFFIXES = {".csv", ".tsv", ".txt"}
@@ -58,6 +62,29 @@ class FileDataset(Dataset):
     def path(self) -> Path:
         return Path(self.params.path).expanduser()
 
+    @property
+    def pattern(self) -> bool:
+        """The path is a glob (``data/*.parquet``): every matching file, in name order."""
+        return glob.has_magic(str(self.path))
+
+    def files(self) -> list[str]:
+        """The files (or Parquet folder) read: the glob's matches in name order, else the path."""
+        return sorted(glob.glob(str(self.path))) if self.pattern else [str(self.path)]
+
+    def partitions(self, settings: DaskSettings) -> dd.DataFrame:
+        """Engine dask: the rows read lazily, a partition per Parquet file (or row group) or per
+        ``settings.blocksize`` bytes of CSV, in file order."""
+        import dask.dataframe as dd
+
+        found = self.problems()
+        if found:
+            raise InputError("; ".join(msg for _, msg in found))
+        files = self.files()
+        if self.resolved_format() == "parquet":
+            return dd.read_parquet(files if self.pattern else files[0], columns=self.params.columns)
+        return dd.read_csv(files, usecols=self.params.columns, blocksize=settings.blocksize,
+                           **self._csv_options())
+
     def resolved_format(self) -> Literal["csv", "parquet"] | None:
         if self.params.format != "auto":
             return self.params.format
@@ -73,17 +100,22 @@ class FileDataset(Dataset):
         if self.resolved_format() == "parquet":
             import pyarrow.dataset as ds
 
-            return list(ds.dataset(str(self.path), format="parquet").schema.names)
+            return list(ds.dataset(self.files(), format="parquet").schema.names)
         import pandas as pd
 
         # the first row as values: read as a header, pandas renames repeated names ("a", "a.1")
-        first = pd.read_csv(self.path, nrows=1, header=None, dtype=str, keep_default_na=False,
+        first = pd.read_csv(self.files()[0], nrows=1, header=None, dtype=str, keep_default_na=False,
                             **{k: v for k, v in self._csv_options().items() if k != "na_values"})
         return [str(c) for c in first.iloc[0]] if len(first) else []
 
     # ------------------------------------------------------------------ Dataset protocol
     def problems(self) -> list[tuple[str, str]]:
         path, fmt = self.path, self.resolved_format()
+        if self.pattern:
+            if not self.files():
+                return [("path", f"{path}: no file matches this pattern; give a glob matching .csv or "
+                                 ".parquet files")]
+            path = Path(self.files()[0])
         if not path.exists():
             return [("path", f"{path}: no such file; give the path of an existing .csv or .parquet file")]
         if path.is_dir() and fmt != "parquet":
@@ -123,7 +155,7 @@ class FileDataset(Dataset):
         import pyarrow as pa
         import pyarrow.dataset as ds
 
-        schema = ds.dataset(str(self.path), format="parquet").schema
+        schema = ds.dataset(self.files() if self.pattern else str(self.path), format="parquet").schema
         return [f.name for f in schema if pa.types.is_nested(f.type)
                 and (not self.params.columns or f.name in self.params.columns)]
 
@@ -151,9 +183,10 @@ class FileDataset(Dataset):
             if fmt == "parquet":
                 import pyarrow.dataset as ds
 
-                return ds.dataset(str(self.path), format="parquet").to_table(
-                    columns=self.params.columns).to_pandas()
-            frame = pd.read_csv(self.path, usecols=self.params.columns, **self._csv_options())
+                source = self.files() if self.pattern else str(self.path)
+                return ds.dataset(source, format="parquet").to_table(columns=self.params.columns).to_pandas()
+            frame = pd.concat([pd.read_csv(f, usecols=self.params.columns, **self._csv_options())
+                               for f in self.files()], ignore_index=True)
         except pd.errors.EmptyDataError:
             raise InputError(f"{self.path} has no rows; a dataset file needs a header and at least one row") from None
         except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:

@@ -1,0 +1,395 @@
+"""Engine dask: a split as partitions on a Dask cluster, and the passes cleaners fit with.
+
+With ``data.engine: dask`` the data stage reads its source lazily in partitions (CSV and
+Parquet files, folders and globs of them, through ``dask.dataframe``), gives every row its
+row id (its position in the source, as pandas would) and splits by a hash of the row id, so
+every worker agrees without shipping tables. A split is then a :class:`Partitioned`: a Dask
+frame indexed by row id, partitions in row id order, with the schema. Cleaners fit on it by
+passes over the partitions (:meth:`Partitioned.reduce`, :func:`moments`,
+:func:`exact_quantiles`) and clean partition by partition (``core.stages.clean``).
+
+dask is imported lazily, only on this path; ``pip install 'forgeline[dask]'`` installs it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
+
+import numpy as np
+
+from .data import ROW_ID, Schema, Table
+
+if TYPE_CHECKING:  # pragma: no cover
+    import dask.dataframe as dd
+    import pandas as pd
+
+    from .pipeline import DaskSettings
+
+T = TypeVar("T")
+_CLIENTS: dict[tuple, Any] = {}
+
+
+@dataclass
+class Partitioned:
+    """A split held as partitions: a Dask frame indexed by row id, its schema, its metadata."""
+
+    frame: dd.DataFrame
+    schema: Schema
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def npartitions(self) -> int:
+        return self.frame.npartitions
+
+    @property
+    def target(self) -> str | None:
+        return self.schema.target
+
+    def reduce(self, fn: Callable[[Table], T]) -> list[T]:
+        """``fn`` run on every partition (as a :class:`Table`, on the workers); the results, in
+        partition order. ``fn`` should return something small (counts, sums, histograms)."""
+        import dask
+
+        shared = dask.delayed(fn, pure=True)  # one copy in the graph, however many partitions
+        return list(dask.compute(*[dask.delayed(_on_table)(part, self.schema, shared)
+                                   for part in self.frame.to_delayed()]))
+
+    def rows(self) -> int:
+        """Rows in all partitions: counted once (a pass), then remembered in ``meta["rows"]``."""
+        if "rows" not in self.meta:
+            self.meta["rows"] = int(sum(self.reduce(len)))
+        return self.meta["rows"]
+
+    def to_table(self) -> Table:
+        """Every partition gathered into one in-memory table in this process (only for what fits
+        its memory): partition by partition, so no worker ever holds more than one."""
+        import dask
+        import pandas as pd
+
+        if self.meta.get("folder"):  # written partitions: read here, file by file
+            parts = [pd.read_parquet(f) for f in sorted(Path(self.meta["folder"]).glob("part-*.parquet"))]
+        else:
+            parts = dask.compute(*self.frame.to_delayed())
+        frame = pd.concat(parts) if parts else self.frame._meta.copy()
+        frame.index.name = ROW_ID
+        return Table(frame, self.schema, meta=dict(self.meta))
+
+    def select(self, keep: Callable[[pd.DataFrame], pd.DataFrame]) -> Partitioned:
+        """The same split with ``keep`` (a row filter) applied to each partition, lazily."""
+        meta = {k: v for k, v in self.meta.items() if k != "rows"}
+        return Partitioned(self.frame.map_partitions(keep, meta=self.frame._meta), self.schema, meta)
+
+
+def _on_table(frame: pd.DataFrame, schema: Schema, fn: Callable[[Table], T]) -> T:
+    frame.index.name = ROW_ID
+    return fn(Table(frame, schema))
+
+
+# ============================================================================ the cluster
+
+def client(settings: DaskSettings) -> Any:
+    """The ``dask.distributed.Client`` for ``settings`` (one per process and settings): a
+    running cluster's scheduler at ``address``, else a local cluster started now."""
+    import logging
+
+    import dask
+    from dask.distributed import Client, LocalCluster
+
+    logging.getLogger("distributed").setLevel(logging.ERROR)  # shuffle notices are not the user's business
+    # fitted state (dedup's training fingerprints) travels in the graph once, on purpose
+    warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
+    same_dtypes_as_pandas()
+    # tasks keep nothing in worker memory (each writes its partition out), so a worker pausing
+    # at 80% would only wait for memory that is not coming back: pause later, at 90%
+    dask.config.set({"distributed.worker.memory.pause": 0.9})
+    key = (settings.address, settings.workers, settings.threads_per_worker, settings.memory_limit,
+           settings.processes)
+    found = _CLIENTS.get(key)
+    if found is not None and found.status == "running":
+        found.as_current()
+        return found
+    if settings.address:
+        made = Client(settings.address, set_as_default=True)
+    else:
+        cluster = LocalCluster(n_workers=settings.workers, threads_per_worker=settings.threads_per_worker,
+                               memory_limit=settings.memory_limit, processes=settings.processes,
+                               dashboard_address=None)
+        made = Client(cluster, set_as_default=True)
+    _CLIENTS[key] = made
+    return made
+
+
+def same_dtypes_as_pandas() -> None:
+    """Text columns keep pandas' own string dtype (dask would convert them to pyarrow strings
+    with ``pd.NA``), so cleaners see on partitions the frames they see on the pandas engine.
+    Set in the environment too, so local worker processes started after it inherit it."""
+    import dask
+
+    os.environ["DASK_DATAFRAME__CONVERT_STRING"] = "False"
+    dask.config.set({"dataframe.convert-string": False})
+
+
+def worker_peaks() -> list[float]:
+    """The peak resident memory (MiB) of every worker process of the current client so far."""
+    from dask.distributed import get_client
+
+    def peak() -> float:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    try:
+        found = get_client().run(peak)
+    except ValueError:  # no client: the local scheduler
+        return []
+    return sorted(round(v, 1) for v in found.values())
+
+
+@atexit.register
+def close_clients() -> None:
+    """Close the clients (and local clusters) this process started."""
+    while _CLIENTS:
+        _, made = _CLIENTS.popitem()
+        cluster = made.cluster
+        made.close()
+        if cluster is not None:
+            cluster.close()
+
+
+# ============================================================================ sources and splits
+
+def with_row_ids(frame: dd.DataFrame) -> dd.DataFrame:
+    """``frame`` indexed by row id: each row's position in the source (0, 1, ...), partitions
+    keeping the source's order, with known divisions. Costs one pass counting the rows."""
+    import dask
+    import dask.dataframe as dd
+
+    lengths = frame.map_partitions(len).compute().to_numpy()
+    if not lengths.sum():
+        from .errors import InputError
+
+        raise InputError("data.source: the source has no rows; it needs a header and at least one row")
+    starts = np.r_[0, np.cumsum(lengths)].astype(np.int64)
+    keep = np.flatnonzero(lengths)  # empty partitions carry no rows
+    parts = frame.to_delayed()
+    new = [dask.delayed(_number_rows)(parts[i], int(starts[i])) for i in keep]
+    meta = _number_rows(frame._meta, 0)
+    divisions = tuple(int(starts[i]) for i in keep) + (int(starts[-1]) - 1,)
+    return dd.from_delayed(new, meta=meta, divisions=divisions, verify_meta=False)
+
+
+def _number_rows(frame: pd.DataFrame, first: int) -> pd.DataFrame:
+    frame = frame.reset_index(drop=True)
+    frame.index = np.arange(first, first + len(frame), dtype=np.int64)
+    frame.index.name = ROW_ID
+    return frame
+
+
+def split_partitioned(parts: Partitioned, test: float, valid: float, seed: int) -> dict[str, Partitioned]:
+    """Train/valid/test by :func:`~forgeline.core.data.hash_split` of the row ids: lazily, each
+    partition filtered on its workers (valid left out when its share is 0)."""
+    shares = {"train": 0, "valid": 1, "test": 2}
+    if not valid:
+        shares.pop("valid")
+    return {name: parts.select(_SplitFilter(code, test, valid, seed)) for name, code in shares.items()}
+
+
+@dataclass(frozen=True)
+class _SplitFilter:
+    code: int
+    test: float
+    valid: float
+    seed: int
+
+    def __call__(self, frame: pd.DataFrame) -> pd.DataFrame:
+        from .data import hash_split
+
+        return frame[hash_split(frame.index.to_numpy(), self.test, self.valid, self.seed) == self.code]
+
+
+# ============================================================================ passes over partitions
+
+def moments(parts: Partitioned, values: Callable[[Table], np.ndarray], ddof: int = 0
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-column (observed count, mean, std) of ``values(partition)`` ignoring NaN: exact, in two
+    passes (the sums, then the squared deviations from the mean), as ``nan_moments`` on the whole."""
+    first = parts.reduce(_Sums(values))
+    count = sum(c for c, _ in first)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = sum(s for _, s in first) / count
+        squares = sum(parts.reduce(_Squares(values, mean)))
+        var = squares / np.maximum(count - ddof, 0)
+    return count, mean, np.sqrt(var)
+
+
+@dataclass(frozen=True)
+class _Sums:
+    values: Callable[[Table], np.ndarray]
+
+    def __call__(self, table: Table) -> tuple[np.ndarray, np.ndarray]:
+        x = self.values(table)
+        seen = ~np.isnan(x)
+        return seen.sum(axis=0), np.add.reduce(x, axis=0, where=seen)
+
+
+@dataclass(frozen=True)
+class _Squares:
+    values: Callable[[Table], np.ndarray]
+    mean: np.ndarray
+
+    def __call__(self, table: Table) -> np.ndarray:
+        dev = self.values(table) - self.mean
+        return np.add.reduce(dev * dev, axis=0, where=~np.isnan(dev))
+
+
+#: histogram bins per refinement pass; the most values gathered to pick an order statistic;
+#: values a partition contributes to the sample that places the first window
+_BINS, _GATHER, _SAMPLE = 1024, 200_000, 2_000
+
+
+def exact_quantiles(parts: Partitioned, values: Callable[[Table], np.ndarray], qs: list[float],
+                    check: Callable[[np.ndarray, np.ndarray, np.ndarray], None] | None = None) -> np.ndarray:
+    """Per-column quantiles (``qs`` in [0, 1]) of ``values(partition)`` ignoring NaN, exactly as
+    ``np.nanpercentile`` (linear interpolation) computes them on the whole, without sorting it.
+
+    The first pass counts the values per column, their range and an evenly spaced sample. The
+    sample places a window around each wanted rank (4 standard errors either side); the
+    second pass counts the values below the window and gathers those in it, and when the rank
+    is there (nearly always) it is picked: two passes. When a window would hold more than
+    200,000 values, or missed the rank, the pass histograms it into 1024 bins instead and the
+    next pass narrows to the bin holding the rank. ``check(count, low, high)`` sees the first
+    pass's counts and ranges (to refuse a column without values, or with infinite ones).
+    """
+    first = parts.reduce(_Range(values))
+    count = sum(c for c, _, _, _ in first)
+    lo = np.fmin.reduce([a for _, a, _, _ in first])
+    hi = np.fmax.reduce([b for _, _, b, _ in first])
+    if check is not None:
+        check(count, lo, hi)
+    sample = np.concatenate([s for _, _, _, s in first])
+    k = len(count)
+    ranks = {(j, r) for j in range(k) if count[j] for q in qs
+             for r in {int(np.floor(q * (count[j] - 1))), int(np.ceil(q * (count[j] - 1)))}}
+    start = {(j, r): _first_window(sample[:, j], r, int(count[j]), lo[j], hi[j]) for j, r in ranks}
+    found = _order_statistics(parts, values, start, {j: (lo[j], hi[j], int(count[j])) for j in range(k)})
+    out = np.full((len(qs), k), np.nan)
+    for i, q in enumerate(qs):
+        for j in range(k):
+            if count[j]:
+                h = q * (count[j] - 1)
+                a, b = found[(j, int(np.floor(h)))], found[(j, int(np.ceil(h)))]
+                out[i, j] = a + (b - a) * (h - np.floor(h))
+    return out
+
+
+def _first_window(sample: np.ndarray, rank: int, n: int, lo: float, hi: float) -> tuple[float, float, int]:
+    """(low, high, values expected inside) around ``rank`` of ``n`` from an even sample of the
+    column: 4 standard errors of the sample's order statistic either side (the whole range
+    when the sample is too small to say)."""
+    s = np.sort(sample[~np.isnan(sample)])
+    m = len(s)
+    if m < 100:
+        return lo, hi, n
+    p = rank / max(n - 1, 1)
+    at, spread = p * (m - 1), 4 * np.sqrt(m * p * (1 - p)) + 2
+    i, e = int(np.floor(at - spread)), int(np.ceil(at + spread))
+    a, b = (s[i] if i > 0 else lo), (s[e] if e < m - 1 else hi)
+    return a, b, int(n * (min(e, m - 1) - max(i, 0) + 1) / m)
+
+
+def _order_statistics(parts: Partitioned, values: Callable[[Table], np.ndarray],
+                      search: dict[tuple[int, int], tuple[float, float, int]],
+                      whole: dict[int, tuple[float, float, int]]) -> dict[tuple[int, int], float]:
+    """The value of rank ``r`` in column ``j`` for every ``(j, r)``; ``search`` maps each to a
+    window (low, high, values expected inside), narrowed pass by pass; a window that missed
+    its rank starts again from the column's whole range (``whole[j]``)."""
+    found: dict[tuple[int, int], float] = {}
+    cap = max(2 * _GATHER // max(parts.npartitions, 1), 100)  # values one partition may send back
+    while search:
+        windows = {key: (a, b) for key, (a, b, _) in search.items()}
+        gather = {key for key, (a, b, n) in search.items() if n <= _GATHER}
+        results = parts.reduce(_Window(values, windows, frozenset(gather), cap))
+        for key, (a, b, _) in list(search.items()):
+            below = key[1] - sum(res[key][0] for res in results)  # the rank within the window
+            hist, low, high, got = _merged(a, b, [res[key][1] for res in results])
+            if not 0 <= below < hist.sum():
+                search[key] = whole[key[0]]  # the window missed the rank
+            elif low == high:  # one value fills the window
+                found[key] = float(low)
+            elif got is not None:
+                found[key] = float(np.partition(got, below)[below])
+            else:
+                edges = np.linspace(a, b, _BINS + 1)
+                i = int(np.searchsorted(np.cumsum(hist), below, side="right"))
+                search[key] = (edges[i], edges[i + 1] if i + 1 < _BINS else b, int(hist[i]))
+            if key in found:
+                del search[key]
+    return found
+
+
+def _merged(a: float, b: float, payloads: list[tuple]) -> tuple[np.ndarray, float, float, np.ndarray | None]:
+    """The partitions' answers for one window as (histogram, lowest, highest value inside, the
+    values when every partition sent them, else None)."""
+    if all(p[0] == "values" for p in payloads):
+        got = np.concatenate([p[1] for p in payloads])
+        low, high = (got.min(), got.max()) if len(got) else (np.nan, np.nan)
+        return np.array([len(got)]), low, high, got
+    hist = sum(p[1] if p[0] == "hist" else _histogram(p[1], a, b) for p in payloads)
+    low = np.fmin.reduce([p[2] if p[0] == "hist" else _lowest(p[1]) for p in payloads])
+    high = np.fmax.reduce([p[3] if p[0] == "hist" else _highest(p[1]) for p in payloads])
+    return hist, low, high, None
+
+
+def _lowest(x: np.ndarray) -> float:
+    return x.min() if len(x) else np.nan
+
+
+def _highest(x: np.ndarray) -> float:
+    return x.max() if len(x) else np.nan
+
+
+def _histogram(inside: np.ndarray, a: float, b: float) -> np.ndarray:
+    """Counts of ``inside`` in 1024 bins over [a, b]: bin i holds [edge i, edge i+1), the last also b."""
+    edges = np.linspace(a, b, _BINS + 1)
+    return np.bincount(np.minimum(np.searchsorted(edges, inside, side="right") - 1, _BINS - 1), minlength=_BINS)
+
+
+@dataclass(frozen=True)
+class _Range:
+    values: Callable[[Table], np.ndarray]
+
+    def __call__(self, table: Table) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        x = self.values(table)
+        empty = np.full(x.shape[1], np.nan)
+        every = max(1, len(x) // _SAMPLE)
+        return ((~np.isnan(x)).sum(axis=0), np.fmin.reduce(x, axis=0) if len(x) else empty,
+                np.fmax.reduce(x, axis=0) if len(x) else empty, x[::every])
+
+
+@dataclass(frozen=True)
+class _Window:
+    """Per (column, rank): the values below its window, and the values inside it (when few:
+    at most ``cap``) or their histogram with the lowest and highest."""
+
+    values: Callable[[Table], np.ndarray]
+    windows: dict[tuple[int, int], tuple[float, float]]
+    gather: frozenset
+    cap: int
+
+    def __call__(self, table: Table) -> dict[tuple[int, int], Any]:
+        x = self.values(table)
+        out: dict[tuple[int, int], Any] = {}
+        for (j, r), (a, b) in self.windows.items():
+            col = x[:, j]
+            below = int((col < a).sum())
+            inside = col[(col >= a) & (col <= b)]
+            if (j, r) in self.gather and len(inside) <= self.cap:
+                out[(j, r)] = (below, ("values", inside))
+            else:
+                out[(j, r)] = (below, ("hist", _histogram(inside, a, b), _lowest(inside), _highest(inside)))
+        return out
