@@ -82,7 +82,10 @@ class Runner:
         self.info = RunInfo(name=plan.pipeline.name, dir=path, seed=plan.pipeline.seed, pipeline=plan.given,
                             rank=self.dist.rank, world_size=self.dist.world_size)
         self.record = Recorder([])
-        self.snapshots = Snapshots(self.folder, on=snapshots)  # off for a tuner's trials: none resumes
+        # off for a tuner's trials (none resumes) and on engine dask, whose splits are partitions
+        # in the run folder, too large to copy after every stage: such a run resumes from its start
+        snapshots = snapshots and plan.pipeline.data.engine == "pandas"
+        self.snapshots = Snapshots(self.folder, on=snapshots)
         self.env = StageEnv(plan, self.folder, self.record, self.info, self.dist, catalog.hook, resume,
                             catalog=catalog, quiet=quiet)
 
