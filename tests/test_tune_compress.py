@@ -121,7 +121,11 @@ def _finished(db: Path) -> list[tuple]:
     if not db.exists():
         return []
     with sqlite3.connect(db) as c:
-        return c.execute("SELECT number, params, score FROM trials WHERE status = 'finished' ORDER BY number").fetchall()
+        try:
+            return c.execute("SELECT number, params, score FROM trials WHERE status = 'finished' "
+                             "ORDER BY number").fetchall()
+        except sqlite3.OperationalError:  # polled while the study was still creating its tables
+            return []
 
 
 def test_a_killed_study_resumes_without_repeating_finished_trials(tmp_path: Path) -> None:
