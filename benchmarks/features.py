@@ -69,8 +69,11 @@ def bench_shap(X: pd.DataFrame, y: np.ndarray, k: int) -> None:
 def bench_umap(X: pd.DataFrame, held_out: pd.DataFrame) -> None:
     import umap
 
-    small = np.random.default_rng(0).normal(size=(300, 5))
-    umap.UMAP(random_state=0, n_jobs=1).fit(small).transform(small[:10])  # compile numba kernels once
+    # compile the numba kernels once, on both paths: the exact neighbours of a small table and
+    # the NN-descent (pynndescent) that umap-learn switches to above 4,096 rows
+    for rows in (300, 5_000):
+        small = np.random.default_rng(0).normal(size=(rows, 5))
+        umap.UMAP(random_state=0, n_jobs=1).fit(small).transform(small[:10])
 
     def peer():
         return umap.UMAP(n_components=2, n_neighbors=15, random_state=0, n_jobs=1).fit(X.to_numpy()).transform(
