@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from .catalog import Catalog
 from .components import Component
-from .data import ARRAY_MODALITIES, ColumnSpec, Modality, Role, Schema, Table
+from .data import ARRAY_MODALITIES, Role, Schema, Table
 from .errors import InputError
 from .runfolder import inside, read_manifest
 from .state import load_component
@@ -113,8 +113,7 @@ def open_run(run_dir: str | Path, catalog_: Catalog | None = None) -> FittedRun:
     if data is None or data.get("status") != "succeeded":
         raise InputError(f"{run_dir}: the run did not get past its data stage")
     try:
-        schema = Schema(tuple(ColumnSpec(c["name"], Role(c["role"]), Modality(c["modality"]))
-                              for c in data["report"]["schema"]))
+        schema = Schema.from_dict(data["report"]["schema"])
     except (KeyError, TypeError, ValueError) as e:
         raise InputError(f"{run_dir / 'manifest.json'}: the data stage's schema is damaged ({e})") from None
     return FittedRun(run_dir, manifest, schema, catalog_ or catalog())

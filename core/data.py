@@ -122,6 +122,11 @@ class Schema:
         return [{"name": c.name, "role": str(c.role), "modality": str(c.modality)} for c in self.columns]
 
     @classmethod
+    def from_dict(cls, items: Iterable[Mapping[str, str]]) -> Schema:
+        """The schema :meth:`to_dict` wrote (KeyError/ValueError on a damaged one)."""
+        return cls(tuple(ColumnSpec(str(c["name"]), Role(c["role"]), Modality(c["modality"])) for c in items))
+
+    @classmethod
     def infer(cls, frame: pd.DataFrame, target: str | None = None,
               arrays: Mapping[str, np.ndarray] | None = None,
               overrides: Mapping[str, Mapping[str, str]] | None = None) -> Schema:

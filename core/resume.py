@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
-from .data import ColumnSpec, Modality, Role, Schema, Table
+from .data import Schema, Table
 from .errors import InputError
 from .runfolder import inside, json_record, read_manifest, write_atomic
 from .stages import RunState, Splits, Stage
@@ -54,10 +54,6 @@ def resumable_manifest(run_dir: Path) -> dict[str, Any]:
         raise InputError(f"{run_dir / 'manifest.json'}: not a forgeline run manifest, it lacks "
                          f"{', '.join(missing)}; --resume needs a run folder written by forgeline run")
     return manifest
-
-
-def _schema(items: Any) -> Schema:
-    return Schema(tuple(ColumnSpec(c["name"], Role(c["role"]), Modality(c["modality"])) for c in items))
 
 
 class Snapshots:
@@ -132,7 +128,7 @@ def load_snapshot(run_dir: Path) -> tuple[dict[str, Any], RunState] | None:
         if pointer.get("format") != FORMAT:
             raise ValueError(f"format {FORMAT!r} expected")
         state = RunState(task=pointer["task"], classes=list(pointer["classes"]), probe=pointer["probe"],
-                         schema=_schema(pointer["schema"]) if pointer["schema"] is not None else None)
+                         schema=Schema.from_dict(pointer["schema"]) if pointer["schema"] is not None else None)
         if pointer["tables"] is not None:
             state.splits, state.ground_truth = _read_tables(inside(run_dir, pointer["tables"]), pointer["splits"])
     except InputError:
@@ -154,7 +150,7 @@ def _read_tables(folder: Path, docs: Mapping[str, Any]) -> tuple[Splits, Any]:
     for name, doc in docs.items():
         arrays = {k: np.load(inside(folder, f"{name}.{k}.npy"), allow_pickle=False) for k in doc["arrays"]}
         meta = dict(doc["meta"], **({"ground_truth": truth} if truth is not None else {}))
-        tables[name] = Table(pd.read_parquet(folder / f"{name}.parquet"), _schema(doc["schema"]), arrays, meta)
+        tables[name] = Table(pd.read_parquet(folder / f"{name}.parquet"), Schema.from_dict(doc["schema"]), arrays, meta)
     return Splits(**tables), truth
 
 

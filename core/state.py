@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from .components import Component, Kind
-from .data import ColumnSpec, Modality, Role, Schema
+from .data import Schema
 from .errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -213,8 +213,7 @@ class _Reader:
         if "__tuple__" in value:
             return tuple(self.decode(v) for v in value["__tuple__"])
         if "__schema__" in value:
-            return Schema(tuple(ColumnSpec(str(c["name"]), Role(c["role"]), Modality(c["modality"]))
-                                for c in value["__schema__"]))
+            return Schema.from_dict(value["__schema__"])
         if "__dict__" in value:
             return {self.decode(k): self.decode(v) for k, v in value["__dict__"]}
         if "__ndarray__" in value or "__objects__" in value:

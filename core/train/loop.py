@@ -19,7 +19,6 @@ import contextlib
 import copy
 import dataclasses
 import math
-import os
 import random
 import time
 from pathlib import Path
