@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -48,6 +49,18 @@ def test_runs_started_at_the_same_moment_get_their_own_folders(tmp_path):
     assert len(set(found)) == 8 and all(p.is_dir() for p in found)
 
 
+def test_a_run_whose_monitor_cannot_start_is_recorded_as_failed(tmp_path, run_forgeline):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        pipeline = _pipeline(tmp_path, WINE + f"monitor:\n  - use: prometheus\n    with: {{port: {port}}}\n")
+        r = run_forgeline("run", str(pipeline), "--out", str(tmp_path / "runs"))
+    assert r.returncode == 2 and f"127.0.0.1:{port}" in r.stderr, r.stderr
+    for folder in (tmp_path / "runs").glob("*"):  # no folder left saying "running"
+        assert read_manifest(folder)["status"] == "failed"
+
+
 def test_resuming_a_finished_run_says_so_and_changes_nothing(tmp_path, run_forgeline):
     done = run_forgeline("run", str(_pipeline(tmp_path)), "--out", str(tmp_path / "runs"), "--quiet")
     assert done.returncode == 0, done.stderr[-2000:]
@@ -75,7 +88,8 @@ def test_a_failed_run_prints_its_summary_as_json(tmp_path, run_forgeline):
     assert [s["status"] for s in summary["stages"]] == ["succeeded", "failed"]
 
 
-def test_sigterm_ends_the_run_as_interrupted(tmp_path):
+@pytest.mark.parametrize("sig, code, error", [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "KeyboardInterrupt")])
+def test_a_signal_ends_the_run_and_its_stage_as_interrupted(tmp_path, sig, code, error):
     pipeline = _pipeline(tmp_path, WINE.replace("epochs: 1", "epochs: 100000, batch_size: 4"))
     proc = subprocess.Popen([sys.executable, str(FORGELINE), "run", str(pipeline), "--out", str(tmp_path / "runs"),
                              "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -93,11 +107,11 @@ def test_sigterm_ends_the_run_as_interrupted(tmp_path):
                 break
         time.sleep(0.05)
     assert manifest is not None, "training never started"
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143, err[-2000:]
+    assert proc.returncode == code, err[-2000:]
     m = json.loads(manifest.read_text())
-    assert m["status"] == "interrupted" and "SIGTERM" in m["error"]
+    assert m["status"] == "interrupted" and error in m["error"]
     assert {s["id"]: s["status"] for s in m["stages"]}["train"] == "failed"
     assert "finished" in m
 
@@ -395,3 +409,13 @@ def test_a_finished_study_is_not_run_again_on_resume(tmp_path, monkeypatch):
                                                                  ("train", False)]
     assert (run / "tune" / "study.sqlite").stat().st_mtime_ns == study
     assert _steady(m["metrics"]) == _steady(full.manifest["metrics"])
+
+
+def test_the_train_report_lists_each_checkpoint_once(tmp_path):
+    """A step checkpoint rewritten at the epoch's end (every_steps: 1) is listed once."""
+    given = {"name": "ckpt", "seed": 0, "data": {"source": "wine"},
+             "train": {"model": {"use": "mlp", "with": {"hidden": [8]}}, "epochs": 2, "device": "cpu",
+                       "checkpoint": {"every_steps": 1, "keep": 5}}}
+    run = fl.run(given, out=tmp_path / "runs")
+    listed = next(s for s in run.manifest["stages"] if s["id"] == "train")["report"]["checkpoints"]
+    assert len(listed) == 5 and len(set(listed)) == len(listed), listed
