@@ -569,7 +569,11 @@ class ParallelStrategy(Component):
 
         if max_norm is not None:
             return torch.nn.utils.clip_grad_norm_(parameters, max_norm)
-        return torch.nn.utils.get_total_norm([p.grad for p in parameters if p.grad is not None])
+        grads = [p.grad for p in parameters if p.grad is not None]
+        if not grads or len({g.device for g in grads}) > 1:
+            return torch.nn.utils.get_total_norm(grads)
+        # one device: what get_total_norm computes, without its grouping (half its cost on small models)
+        return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
 
     def unwrap(self, model: torch.nn.Module, fresh: Callable[[], torch.nn.Module]) -> torch.nn.Module:
         """The trained module, unwrapped, with full weights (collective under sharding): the

@@ -116,7 +116,8 @@ class Optimizer(Section):
     lr: float = Field(1e-3, gt=0, description="learning rate")
     momentum: float = Field(0.0, ge=0, lt=1, description="sgd only")
     weight_decay: float = Field(0.0, ge=0)
-    fused: bool = Field(False, description="fused optimizer kernel (CUDA)")
+    fused: bool | None = Field(None, description="torch's fused optimizer kernel, one pass over each parameter: "
+                               "on by default on CUDA and CPU; false for the per-tensor kernels")
 
 
 class Scheduler(Section):

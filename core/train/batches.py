@@ -137,11 +137,15 @@ class TensorSource:
         self.tensors = {k: t.to(device) if fits else t.pin_memory() for k, t in self.tensors.items()}
         return self
 
+    @property
+    def device(self) -> torch.device:
+        """Where the batches are: the device when the split was moved there, else the CPU."""
+        return next(iter(self.tensors.values())).device
+
     def epoch(self, order: np.ndarray, batch_size: int, epoch: int, first: int = 0) -> Iterator[Batch]:
         import torch
 
-        device = next(iter(self.tensors.values())).device
-        order_t = torch.from_numpy(np.ascontiguousarray(order, dtype=np.int64)).to(device)
+        order_t = torch.from_numpy(np.ascontiguousarray(order, dtype=np.int64)).to(self.device)
         for start in range(first * batch_size, len(order), batch_size):
             idx = order_t[start:start + batch_size]
             yield {k: t[idx] for k, t in self.tensors.items()}
@@ -162,6 +166,13 @@ class StreamSource:
     def to(self, device: torch.device) -> StreamSource:
         self.pin = device.type == "cuda"
         return self
+
+    @property
+    def device(self) -> torch.device:
+        """Workers build batches in host memory (pinned for CUDA)."""
+        import torch
+
+        return torch.device("cpu")
 
     def epoch(self, order: np.ndarray, batch_size: int, epoch: int, first: int = 0) -> Iterator[Batch]:
         from torch.utils.data import DataLoader

@@ -210,8 +210,11 @@ class Trainer:
         self.step = 0
         # per-step work trimmed to what a hand-written loop does: no copy when the data already
         # sits on the device, no autocast context for full-precision policies, the loss picked once
+        plain = contextlib.nullcontext()  # reusable: entering it costs no allocation
         self.autocast = (self.precision.autocast if type(self.precision).autocast is not PrecisionPolicy.autocast
-                         else contextlib.nullcontext)
+                         else lambda: plain)
+        self.synced = plain
+        self.move = data.train.device != device  # batches to copy to the device each step
         self.loss = job.loss or (job.model.loss if type(job.model).loss is not Model.loss
                                  else _default_loss(loss_function(job.task == "classification")))
 
@@ -287,18 +290,17 @@ class Trainer:
 
     def micro_batch(self, batch: Batch, weight: float | None, sync: bool) -> torch.Tensor:
         """Forward and backward of one micro-batch; gradients stay local unless ``sync``."""
-        batch = self._on_device(batch)
+        if self.move:
+            batch = self._on_device(batch)
         for mixer in self.mixers:
             batch = mixer.augment_batch(batch, self.generator, self.data.spec)
-        with contextlib.nullcontext() if sync else self.parallel.no_sync(self.wrapped):
+        with self.synced if sync else self.parallel.no_sync(self.wrapped):
             with self.autocast():
                 loss = self.loss(self.model.forward(self.module, batch), batch)
             self.precision.backward(loss if weight is None else loss * weight)
         return loss.detach()
 
     def _on_device(self, batch: Batch) -> Batch:
-        if next(iter(batch.values())).device == self.device:
-            return batch
         non_blocking = self.device.type == "cuda"
         return {k: v.to(self.device, non_blocking=non_blocking) for k, v in batch.items()}
 
@@ -314,7 +316,8 @@ class Trainer:
         if self.cfg.grad_clip is not None or logging:
             grad_norm = self.parallel.grad_norm(self.params, self.cfg.grad_clip)
         stepped = self.precision.step(self.optimizer)
-        self.optimizer.zero_grad(set_to_none=True)
+        for p in self.params:  # what zero_grad(set_to_none=True) does, less its ~7 µs of profiler wrapping
+            p.grad = None
         if stepped and self.scheduler is not None:
             self.scheduler.step()
         if self.step_hook:
