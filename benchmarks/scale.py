@@ -66,16 +66,17 @@ def forgeline_dask(files: list[str], work: Path) -> int:
     import dask.dataframe as dd
 
     from forgeline.core.data import Schema
-    from forgeline.core.partitioned import Partitioned, with_row_ids
-    from forgeline.core.stages.partitions import partition_plan, read_partitions, run_partitions
+    from forgeline.core.partitioned import Partitioned, split_partitioned, with_row_ids
+    from forgeline.core.stages.partitions import partition_plan, run_partitions
 
     frame = with_row_ids(dd.read_parquet(files))
-    parts = Partitioned(frame, Schema.infer(frame._meta))
-    for i, cleaner in enumerate(stages()):
+    # the data stage's split pass (every row in the training split here) profiles the partitions
+    parts = split_partitioned(Partitioned(frame, Schema.infer(frame._meta)), 0.0, 0.0, seed=0)["train"]
+    cleaners = stages()
+    for i, cleaner in enumerate(cleaners):
         plan = partition_plan(cleaner, parts, fit=True)
-        counts, schema, _ = run_partitions(parts, plan.apply, work / f"stage{i}", work / f"quarantine{i}",
-                                           f"clean.{i}", "train")
-        parts = read_partitions(work / f"stage{i}", schema, {})
+        counts, parts, _ = run_partitions(parts, plan.apply, work / f"stage{i}", work / f"quarantine{i}",
+                                          f"clean.{i}", "train", final=i == len(cleaners) - 1)
         if i:
             shutil.rmtree(work / f"stage{i - 1}")
     return counts["rows_out"]

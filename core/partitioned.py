@@ -52,9 +52,18 @@ class Partitioned:
 
     def reduce(self, fn: Callable[[Table], T]) -> list[T]:
         """``fn`` run on every partition (as a :class:`Table`, on the workers); the results, in
-        partition order. ``fn`` should return something small (counts, sums, histograms)."""
+        partition order. ``fn`` should return something small (counts, sums, histograms).
+
+        No pass is made when every partition has a :class:`Profile` (``meta["profiles"]``,
+        taken as the partition was written) and ``fn`` can answer from it (``fn.from_profile``
+        returns its result, or ``NotImplemented``)."""
         import dask
 
+        profiles, answer = self.meta.get("profiles"), getattr(fn, "from_profile", None)
+        if profiles is not None and answer is not None:
+            found = [answer(p) for p in profiles]
+            if all(f is not NotImplemented for f in found):
+                return found
         shared = dask.delayed(fn, pure=True)  # one copy in the graph, however many partitions
         return list(dask.compute(*[dask.delayed(_on_table)(part, self.schema, shared)
                                    for part in self.frame.to_delayed()]))
@@ -62,7 +71,7 @@ class Partitioned:
     def rows(self) -> int:
         """Rows in all partitions: counted once (a pass), then remembered in ``meta["rows"]``."""
         if "rows" not in self.meta:
-            self.meta["rows"] = int(sum(self.reduce(len)))
+            self.meta["rows"] = int(sum(self.reduce(_Rows())))
         return self.meta["rows"]
 
     def to_table(self) -> Table:
@@ -72,7 +81,7 @@ class Partitioned:
         import pandas as pd
 
         if self.meta.get("folder"):  # written partitions: read here, file by file
-            parts = [pd.read_parquet(f) for f in sorted(Path(self.meta["folder"]).glob("part-*.parquet"))]
+            parts = [read_frame(f) for f in sorted(Path(self.meta["folder"]).glob("part-*.*"))]
         else:
             parts = dask.compute(*self.frame.to_delayed())
         frame = pd.concat(parts) if parts else self.frame._meta.copy()
@@ -81,13 +90,114 @@ class Partitioned:
 
     def select(self, keep: Callable[[pd.DataFrame], pd.DataFrame]) -> Partitioned:
         """The same split with ``keep`` (a row filter) applied to each partition, lazily."""
-        meta = {k: v for k, v in self.meta.items() if k != "rows"}
+        meta = {k: v for k, v in self.meta.items() if k not in ("rows", "profiles")}
         return Partitioned(self.frame.map_partitions(keep, meta=self.frame._meta), self.schema, meta)
+
+
+@dataclass(frozen=True)
+class NumericBlock:
+    """The numeric ``columns`` of a partition as one float64 array (a fresh copy), infinities
+    as missing when ``finite``: what the statistics passes of the cleaners read."""
+
+    columns: tuple[str, ...]
+    finite: bool = False
+
+    def __call__(self, table: Table) -> np.ndarray:
+        x = _float_block(table.frame, self.columns)
+        if self.finite:
+            x[np.isinf(x)] = np.nan
+        return x
+
+
+def _float_block(frame: pd.DataFrame, columns: tuple[str, ...]) -> np.ndarray:
+    return frame[list(columns)].to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
+
+
+#: rows of a partition a :class:`Profile` keeps as its sample (fewer on wide tables: at most
+#: 64 K values), what ``exact_quantiles`` places its first windows with
+_PROFILE_VALUES = 65_536
+
+
+@dataclass(frozen=True)
+class Profile:
+    """The first-pass statistics of one partition, taken where the partition is produced (the
+    data stage's split pass, each clean stage's write), so the next stage's fit starts from
+    them instead of a pass: rows, observed values per column, and per numeric column the
+    counts of non-missing, finite and infinite values, the finite values' mean, sum of
+    squared deviations, lowest and highest, and an evenly spaced sample of rows."""
+
+    rows: int
+    observed: dict[str, int]
+    numeric: tuple[str, ...]
+    present: np.ndarray  # non-missing (infinities included)
+    finite: np.ndarray
+    pos_inf: np.ndarray
+    neg_inf: np.ndarray
+    mean: np.ndarray  # of the finite values (0 when none)
+    m2: np.ndarray
+    low: np.ndarray  # lowest and highest finite value (NaN when none)
+    high: np.ndarray
+    sample: np.ndarray
+
+    @classmethod
+    def of(cls, frame: pd.DataFrame) -> Profile:
+        import pandas as pd
+
+        numeric = tuple(c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c].dtype))
+        x = _float_block(frame, numeric)
+        every = max(1, len(x) // max(1, min(_SAMPLE, _PROFILE_VALUES // max(1, len(numeric)))))
+        sample = x[::every].copy()
+        inf = np.isinf(x)
+        pos_inf = neg_inf = np.zeros(len(numeric), dtype=np.int64)
+        if inf.any():  # rare: count them, then read them as missing, as NumericBlock(finite=True) does
+            pos_inf, neg_inf = (x == np.inf).sum(axis=0), (x == -np.inf).sum(axis=0)
+            x[inf] = np.nan
+        n, mean, m2 = _Moments.stats(x)
+        low, high = (np.fmin.reduce(x, axis=0), np.fmax.reduce(x, axis=0)) if len(x) else (np.full(len(numeric), np.nan),) * 2
+        present = n + pos_inf + neg_inf
+        others = [c for c in frame.columns if c not in set(numeric)]
+        observed = {**dict(zip(numeric, present.tolist())),
+                    **({c: int(v) for c, v in frame[others].notna().sum().items()} if others else {})}
+        return cls(rows=len(frame), observed=observed, numeric=numeric, present=present, finite=n, pos_inf=pos_inf,
+                   neg_inf=neg_inf, mean=mean, m2=m2, low=low, high=high, sample=sample)
+
+    def positions(self, values: Any) -> list[int] | None:
+        """Where ``values``' columns are in this profile, when ``values`` is a
+        :class:`NumericBlock` of profiled columns (else None: a pass is needed)."""
+        if not isinstance(values, NumericBlock) or not set(values.columns) <= set(self.numeric):
+            return None
+        return [self.numeric.index(c) for c in values.columns]
+
+
+@dataclass(frozen=True)
+class _Rows:
+    def __call__(self, table: Table) -> int:
+        return len(table)
+
+    def from_profile(self, profile: Profile) -> int:
+        return profile.rows
 
 
 def _on_table(frame: pd.DataFrame, schema: Schema, fn: Callable[[Table], T]) -> T:
     frame.index.name = ROW_ID
     return fn(Table(frame, schema))
+
+
+def write_frame(frame: pd.DataFrame, path: Path) -> None:
+    """A partition's rows, index (the row id) included, as Parquet or Arrow IPC by suffix."""
+    if path.suffix == ".arrow":
+        frame.to_feather(path, compression="lz4")
+    else:
+        frame.to_parquet(path)
+
+
+def read_frame(path: str | Path) -> pd.DataFrame:
+    """A partition written by :func:`write_frame`, indexed by row id."""
+    import pandas as pd
+
+    frame = pd.read_feather(path) if str(path).endswith(".arrow") else pd.read_parquet(path)
+    frame.index.name = ROW_ID
+    return frame
 
 
 # ============================================================================ the cluster
@@ -191,12 +301,37 @@ def _number_rows(frame: pd.DataFrame, first: int) -> pd.DataFrame:
 
 
 def split_partitioned(parts: Partitioned, test: float, valid: float, seed: int) -> dict[str, Partitioned]:
-    """Train/valid/test by :func:`~forgeline.core.data.hash_split` of the row ids: lazily, each
-    partition filtered on its workers (valid left out when its share is 0)."""
+    """Train/valid/test by :func:`~forgeline.core.data.hash_split` of the row ids: each
+    partition filtered on its workers, lazily (valid left out when its share is 0). One pass
+    profiles every split's share of every partition (:class:`Profile`): its rows, and the
+    statistics the first cleaner's fit would otherwise make a pass for."""
     shares = {"train": 0, "valid": 1, "test": 2}
     if not valid:
         shares.pop("valid")
-    return {name: parts.select(_SplitFilter(code, test, valid, seed)) for name, code in shares.items()}
+    found = parts.reduce(_SplitProfiles(test, valid, seed))
+    out = {}
+    for name, code in shares.items():
+        split = parts.select(_SplitFilter(code, test, valid, seed))
+        split.meta["rows"] = int(sum(rows[code] for _, rows in found))
+        if code == 0:
+            split.meta["profiles"] = [profile for profile, _ in found]
+        out[name] = split
+    return out
+
+
+@dataclass(frozen=True)
+class _SplitProfiles:
+    """The profile of a partition's training rows, and its rows per split code."""
+
+    test: float
+    valid: float
+    seed: int
+
+    def __call__(self, table: Table) -> tuple[Profile, np.ndarray]:
+        from .data import hash_split
+
+        codes = hash_split(table.row_ids, self.test, self.valid, self.seed)
+        return Profile.of(table.frame[codes == 0]), np.bincount(codes, minlength=3)
 
 
 @dataclass(frozen=True)
@@ -216,40 +351,56 @@ class _SplitFilter:
 
 def moments(parts: Partitioned, values: Callable[[Table], np.ndarray], ddof: int = 0
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-column (observed count, mean, std) of ``values(partition)`` ignoring NaN: exact, in two
-    passes (the sums, then the squared deviations from the mean), as ``nan_moments`` on the whole."""
-    first = parts.reduce(_Sums(values))
-    count = sum(c for c, _ in first)
+    """Per-column (observed count, mean, std) of ``values(partition)`` ignoring NaN, as
+    ``nan_moments`` computes them on the whole, in one pass: each partition's count, mean and
+    sum of squared deviations from its own mean, merged exactly (Chan, Golub and LeVeque's
+    pairwise update); it agrees with the two-pass result to float rounding."""
+    count = mean = m2 = None
+    for n, m, sq in parts.reduce(_Moments(values)):
+        if count is None:
+            count, mean, m2 = n.astype(np.float64), m, sq
+            continue
+        total = count + n
+        with np.errstate(invalid="ignore", divide="ignore"):
+            delta = np.where(n > 0, m - mean, 0.0)
+            share = np.where(total > 0, n / total, 0.0)
+            mean = np.where(count > 0, mean + delta * share, m)
+            m2 = m2 + sq + delta * delta * count * share
+        count = total
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = sum(s for _, s in first) / count
-        squares = sum(parts.reduce(_Squares(values, mean)))
-        var = squares / np.maximum(count - ddof, 0)
-    return count, mean, np.sqrt(var)
+        var = np.where(count > 0, m2, np.nan) / np.maximum(count - ddof, 0)
+    return count.astype(np.int64), np.where(count > 0, mean, np.nan), np.sqrt(var)
 
 
 @dataclass(frozen=True)
-class _Sums:
+class _Moments:
     values: Callable[[Table], np.ndarray]
 
-    def __call__(self, table: Table) -> tuple[np.ndarray, np.ndarray]:
-        x = self.values(table)
+    def __call__(self, table: Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.stats(self.values(table))
+
+    @staticmethod
+    def stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(count, mean, sum of squared deviations from the mean) per column, NaN ignored."""
         seen = ~np.isnan(x)
-        return seen.sum(axis=0), np.add.reduce(x, axis=0, where=seen)
+        n = seen.sum(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(n > 0, np.add.reduce(x, axis=0, where=seen) / np.maximum(n, 1), 0.0)
+        dev = x - mean
+        return n, mean, np.add.reduce(dev * dev, axis=0, where=seen)
 
-
-@dataclass(frozen=True)
-class _Squares:
-    values: Callable[[Table], np.ndarray]
-    mean: np.ndarray
-
-    def __call__(self, table: Table) -> np.ndarray:
-        dev = self.values(table) - self.mean
-        return np.add.reduce(dev * dev, axis=0, where=~np.isnan(dev))
+    def from_profile(self, p: Profile) -> Any:
+        at = p.positions(self.values)
+        if at is None or (not self.values.finite and (p.pos_inf[at].any() or p.neg_inf[at].any())):
+            return NotImplemented  # infinite values count here: a pass says what they make
+        return p.finite[at], p.mean[at], p.m2[at]
 
 
 #: histogram bins per refinement pass; the most values gathered to pick an order statistic;
 #: values a partition contributes to the sample that places the first window
 _BINS, _GATHER, _SAMPLE = 1024, 200_000, 2_000
+#: 1024 bins a pass narrow any float64 range to one value in far fewer passes than this
+_MAX_PASSES = 400
 
 
 def exact_quantiles(parts: Partitioned, values: Callable[[Table], np.ndarray], qs: list[float],
@@ -310,7 +461,9 @@ def _order_statistics(parts: Partitioned, values: Callable[[Table], np.ndarray],
     its rank starts again from the column's whole range (``whole[j]``)."""
     found: dict[tuple[int, int], float] = {}
     cap = max(2 * _GATHER // max(parts.npartitions, 1), 100)  # values one partition may send back
-    while search:
+    for _ in range(_MAX_PASSES):
+        if not search:
+            return found
         windows = {key: (a, b) for key, (a, b, _) in search.items()}
         gather = {key for key, (a, b, n) in search.items() if n <= _GATHER}
         results = parts.reduce(_Window(values, windows, frozenset(gather), cap))
@@ -329,7 +482,8 @@ def _order_statistics(parts: Partitioned, values: Callable[[Table], np.ndarray],
                 search[key] = (edges[i], edges[i + 1] if i + 1 < _BINS else b, int(hist[i]))
             if key in found:
                 del search[key]
-    return found
+    raise RuntimeError(f"exact quantiles: ranks {sorted(search)[:3]} not placed after {_MAX_PASSES} passes; the "
+                       "partitions changed between passes, or their first-pass counts are wrong")
 
 
 def _merged(a: float, b: float, payloads: list[tuple]) -> tuple[np.ndarray, float, float, np.ndarray | None]:
@@ -370,6 +524,20 @@ class _Range:
         return ((~np.isnan(x)).sum(axis=0), np.fmin.reduce(x, axis=0) if len(x) else empty,
                 np.fmax.reduce(x, axis=0) if len(x) else empty, x[::every])
 
+    def from_profile(self, p: Profile) -> Any:
+        """The same counts and ranges (the sample differs, which moves no quantile)."""
+        at = p.positions(self.values)
+        if at is None:
+            return NotImplemented
+        finite, low, high, sample = p.finite[at], p.low[at], p.high[at], p.sample[:, at]
+        if self.values.finite:
+            return finite, low, high, np.where(np.isinf(sample), np.nan, sample)
+        pos, neg = p.pos_inf[at] > 0, p.neg_inf[at] > 0
+        some = finite > 0
+        low = np.where(neg, -np.inf, np.where(some, low, np.where(pos, np.inf, np.nan)))
+        high = np.where(pos, np.inf, np.where(some, high, np.where(neg, -np.inf, np.nan)))
+        return p.present[at], low, high, sample
+
 
 @dataclass(frozen=True)
 class _Window:
@@ -387,6 +555,10 @@ class _Window:
         for (j, r), (a, b) in self.windows.items():
             col = x[:, j]
             below = int((col < a).sum())
+            if a == b:  # one value (a 0/1 indicator's median, say): count it, no histogram
+                n = int((col == a).sum())
+                out[(j, r)] = (below, ("hist", np.array([n]), a if n else np.nan, a if n else np.nan))
+                continue
             inside = col[(col >= a) & (col <= b)]
             if (j, r) in self.gather and len(inside) <= self.cap:
                 out[(j, r)] = (below, ("values", inside))

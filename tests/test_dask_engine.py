@@ -25,7 +25,7 @@ from forgeline.core.data import ROW_ID, hash_split  # noqa: E402
 from forgeline.core.partitioned import Partitioned, exact_quantiles, moments  # noqa: E402
 from forgeline.core.pipeline import DaskSettings  # noqa: E402
 from forgeline.core.stages.partitions import merge_reports, partition_plan  # noqa: E402
-from forgeline.plugins.clean._partitions import Block  # noqa: E402
+from forgeline.core.partitioned import NumericBlock  # noqa: E402
 from forgeline.plugins.clean.dedup import Dedup  # noqa: E402
 from forgeline.plugins.clean.impute import Impute  # noqa: E402
 from forgeline.plugins.clean.label_consistency import LabelConsistency  # noqa: E402
@@ -115,19 +115,66 @@ def test_exact_quantiles_refine_to_numpys_percentiles(cluster, monkeypatch) -> N
                          index=pd.Index(np.arange(n), name=ROW_ID))
     parts = _parts(Table.from_frame(frame), 5)
     qs = [0.0, 0.1, 0.25, 0.5, 0.75, 0.999, 1.0]
-    got = exact_quantiles(parts, Block(tuple(frame.columns)), qs)
+    got = exact_quantiles(parts, NumericBlock(tuple(frame.columns)), qs)
     np.testing.assert_allclose(got, np.nanpercentile(frame.to_numpy(), [q * 100 for q in qs], axis=0), rtol=1e-13)
     # a sample that misleads the first window (every sampled value is 0): the rank is missed,
     # and the search starts again from the whole range
     monkeypatch.setattr(partitioned, "_SAMPLE", 50)
     odd = pd.DataFrame({"v": np.where(np.arange(n) % 20 == 0, 0.0, rng.normal(100, 1, n))},
                        index=pd.Index(np.arange(n), name=ROW_ID))
-    got = exact_quantiles(_parts(Table.from_frame(odd), 5), Block(("v",)), [0.5, 0.9])
+    got = exact_quantiles(_parts(Table.from_frame(odd), 5), NumericBlock(("v",)), [0.5, 0.9])
     np.testing.assert_allclose(got[:, 0], np.percentile(odd["v"], [50, 90]), rtol=1e-13)
-    count, mean, std = moments(parts, Block(tuple(frame.columns)), ddof=1)
+    count, mean, std = moments(parts, NumericBlock(tuple(frame.columns)), ddof=1)
     np.testing.assert_allclose(mean, frame.mean().to_numpy(), rtol=1e-12)
     np.testing.assert_allclose(std, frame.std().to_numpy(), rtol=1e-10, atol=1e-12)
     assert count.tolist() == frame.notna().sum().tolist()
+
+
+def test_profiles_answer_first_passes_exactly_without_a_pass(cluster, monkeypatch) -> None:
+    """The split pass counts every split's rows and profiles the training split's partitions;
+    rows, observed counts, moments and the first quantile pass then come from the profiles,
+    equal to the passes they replace."""
+    import dask
+
+    rng = np.random.default_rng(2)
+    n = 4000
+    frame = pd.DataFrame({"a": rng.normal(size=n), "b": np.where(rng.random(n) < 0.2, np.nan, rng.exponential(size=n)),
+                          "c": rng.choice([1.5, -2.0, np.inf, -np.inf, np.nan], n, p=[0.4, 0.4, 0.05, 0.05, 0.1]),
+                          "d": rng.integers(0, 9, n), "s": rng.choice(["x", "y", None], n)},
+                         index=pd.Index(np.arange(n), name=ROW_ID))
+    whole = _parts(Table.from_frame(frame), 4).select(lambda f: f[f.index >= 1000])  # partition 0 empty
+    splits = partitioned.split_partitioned(whole, 0.3, 0.2, seed=1)
+    calls = []
+    counting = dask.compute
+    monkeypatch.setattr(dask, "compute", lambda *a, **k: calls.append(1) or counting(*a, **k))
+    finite, every = NumericBlock(("a", "b", "c", "d"), finite=True), NumericBlock(("a", "b", "c", "d"))
+    from forgeline.plugins.clean._partitions import observed_counts
+    lengths = [len(s.frame.compute()) for s in splits.values()]
+    calls.clear()
+    assert [s.rows() for s in splits.values()] == lengths and not calls  # every split's rows known
+    for split in [splits["train"]]:  # the training split is profiled (what cleaners fit on)
+        bare = Partitioned(split.frame, split.schema)  # the same partitions, no profiles
+        calls.clear()
+        got = (split.rows(), observed_counts(split, list(frame.columns)), moments(split, finite, ddof=1))
+        assert not calls  # answered from the profiles
+        want = (bare.rows(), observed_counts(bare, list(frame.columns)), moments(bare, finite, ddof=1))
+        assert got[0] == want[0] and got[1].equals(want[1])
+        for mine, theirs in zip(got[2], want[2]):
+            np.testing.assert_array_equal(mine, theirs)
+        calls.clear()
+        mine = moments(split, every)  # infinities in "c": a pass says what they make of the mean
+        assert calls
+        for a, b in zip(mine, moments(bare, every)):
+            np.testing.assert_array_equal(a, b)
+        qs = [0.0, 0.25, 0.5, 0.9, 1.0]
+        calls.clear()
+        mine = exact_quantiles(split, every, qs)
+        profiled_passes, calls[:] = len(calls), []
+        np.testing.assert_array_equal(mine, exact_quantiles(bare, every, qs))
+        assert profiled_passes == len(calls) - 1  # the first pass came from the profiles
+        rows = split.frame.compute()
+        np.testing.assert_array_equal(mine, np.nanpercentile(rows[["a", "b", "c", "d"]].to_numpy(float),
+                                                             [q * 100 for q in qs], axis=0))
 
 
 def test_hash_split_is_deterministic_and_independent_of_partitioning() -> None:

@@ -21,7 +21,8 @@ import numpy as np
 from ..components import Cleaner, CleanResult, Dataset, PartitionPlan
 from ..data import ARRAY_MODALITIES, ROW_ID, Modality, Schema, Table
 from ..errors import InputError, Problem
-from ..partitioned import Partitioned, client, split_partitioned, with_row_ids, worker_peaks
+from ..partitioned import (Partitioned, Profile, client, read_frame, split_partitioned, with_row_ids, worker_peaks,
+                           write_frame)
 from .base import RunState, Splits, StageEnv
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -116,11 +117,11 @@ def clean_splits(stage_id: str, cleaner: Cleaner, provider: str, state: RunState
     new, details = {}, []
     for name, parts in state.splits.items():
         plan = partition_plan(cleaner, parts, name == "train")
-        counts, schema, reports = run_partitions(parts, plan.apply, out_root / name,
-                                                 env.folder.path / "quarantine" / stem / name, stage_id, name)
+        counts, new[name], reports = run_partitions(parts, plan.apply, out_root / name,
+                                                    env.folder.path / "quarantine" / stem / name, stage_id, name,
+                                                    final=last, profile=name == "train")
         report[name] = {**counts, "partitions": parts.npartitions}
         details.append(merge_reports([plan.report, *reports]) if name == "train" else None)
-        new[name] = read_partitions(out_root / name, schema, parts.meta, counts["rows_out"])
     previous = {p.meta.get("folder") for _, p in state.splits.items() if p.meta.get("folder")}
     state.splits = Splits(**new)
     for folder in previous:  # the previous clean stage's partitions: consumed
@@ -170,16 +171,25 @@ class ApplyFitted:
 
 
 def run_partitions(parts: Partitioned, apply: Callable[[Table], CleanResult], kept: Path, quarantine: Path,
-                   stage_id: str, split: str) -> tuple[dict[str, int], Schema, list[dict[str, Any]]]:
-    """``apply`` on every partition on the workers, each writing its kept and removed rows as
-    Parquet; the accounting is checked per partition there and for the split here."""
+                   stage_id: str, split: str, final: bool = True, profile: bool = True
+                   ) -> tuple[dict[str, int], Partitioned, list[dict[str, Any]]]:
+    """``apply`` on every partition on the workers, each writing its kept and removed rows; the
+    accounting is checked per partition there and for the split here. Returns the counts, the
+    kept rows read back lazily (same partitions, empty ones left out) and the reports.
+
+    The kept rows of a ``final`` stage are Parquet (the run's output); a stage whose output
+    only the next stage reads writes them as Arrow IPC files, 3-4x cheaper to write than
+    Parquet and read back without decoding. Quarantined rows are always Parquet. With
+    ``profile``, each kept partition's :class:`Profile` comes back too (the training split:
+    the next stage fits from them)."""
     import dask
 
     kept.mkdir(parents=True, exist_ok=True)
     quarantine.mkdir(parents=True, exist_ok=True)
+    suffix = "parquet" if final else "arrow"
     shared = dask.delayed(apply, pure=True)  # the fitted state once in the graph, not once a partition
-    tasks = [dask.delayed(_clean_partition)(part, parts.schema, shared, kept / f"part-{i:05d}.parquet",
-                                            quarantine / f"part-{i:05d}.parquet", stage_id, split)
+    tasks = [dask.delayed(_clean_partition)(part, parts.schema, shared, kept / f"part-{i:05d}.{suffix}",
+                                            quarantine / f"part-{i:05d}.parquet", stage_id, split, profile)
              for i, part in enumerate(parts.frame.to_delayed())]
     results = dask.compute(*tasks)
     for i, r in enumerate(results):
@@ -192,32 +202,46 @@ def run_partitions(parts: Partitioned, apply: Callable[[Table], CleanResult], ke
                            f"{counts['rows_out']} kept + {counts['removed']} quarantined")
     if not any(quarantine.iterdir()):
         quarantine.rmdir()
-    return counts, results[0]["schema"], [r["report"] for r in results]
+    written = [r for r in results if r["rows_out"]]
+    meta = {**{k: v for k, v in parts.meta.items() if k not in ("rows", "profiles")}, "folder": str(kept),
+            "rows": counts["rows_out"], **({"profiles": [r["profile"] for r in written]} if profile else {})}
+    out = read_partitions([(r["path"], r["first"], r["last"]) for r in written], results[0]["schema"],
+                          results[0]["empty"], meta)
+    return counts, out, [r["report"] for r in results]
 
 
 def _clean_partition(frame: pd.DataFrame, schema: Schema, apply: Callable[[Table], CleanResult], kept: Path,
-                     quarantine: Path, stage_id: str, split: str) -> dict[str, Any]:
+                     quarantine: Path, stage_id: str, split: str, profile: bool) -> dict[str, Any]:
     """One partition cleaned (on a worker): its files written, its counts and report returned."""
     frame.index.name = ROW_ID
     table = Table(frame, schema)
     out = apply(table)
     problem = out.accounting_problem(table)
+    ids = out.table.row_ids
     if not problem:
-        out.table.frame.to_parquet(kept)
+        write_frame(out.table.frame, kept)
         if len(out.removed):
             out.removed.assign(stage=stage_id, split=split).to_parquet(quarantine)
     return {"problem": problem, "rows_in": len(table), "rows_out": len(out.table), "removed": len(out.removed),
-            "flagged": len(out.flagged), "schema": out.table.schema, "report": out.report}
+            "flagged": len(out.flagged), "schema": out.table.schema, "report": out.report, "path": str(kept),
+            "first": int(ids.min()) if len(ids) else None, "last": int(ids.max()) if len(ids) else None,
+            "empty": out.table.frame.iloc[:0], "profile": Profile.of(out.table.frame) if profile and not problem else None}
 
 
-def read_partitions(folder: Path, schema: Schema, meta: dict[str, Any], rows: int | None = None) -> Partitioned:
-    """A split written by :func:`run_partitions`, read back lazily in the same partitions."""
+def read_partitions(written: list[tuple[str, int, int]], schema: Schema, empty: pd.DataFrame,
+                    meta: dict[str, Any]) -> Partitioned:
+    """Written partitions ``(path, first row id, last row id)``, in row id order, as a lazy
+    split with known divisions (a split with no rows left is one empty partition)."""
+    import dask
     import dask.dataframe as dd
 
-    files = sorted(str(f) for f in folder.glob("part-*.parquet"))
-    frame = dd.read_parquet(files, index=ROW_ID, calculate_divisions=True)
-    kept = {k: v for k, v in meta.items() if k != "rows"}
-    return Partitioned(frame, schema, {**kept, "folder": str(folder), **({"rows": rows} if rows is not None else {})})
+    empty.index.name = ROW_ID
+    if not written:
+        return Partitioned(dd.from_pandas(empty, npartitions=1), schema, meta)
+    divisions = tuple(first for _, first, _ in written) + (written[-1][2],)
+    frame = dd.from_delayed([dask.delayed(read_frame)(path) for path, _, _ in written], meta=empty,
+                            divisions=divisions, verify_meta=False)
+    return Partitioned(frame, schema, meta)
 
 
 def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:

@@ -13,13 +13,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from forgeline.core import ROW_ID, InputError, Table
+from forgeline.core.partitioned import NumericBlock
 
 from ._columns import numeric_block, plain
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-    from forgeline.core.partitioned import Partitioned
+    from forgeline.core.partitioned import Partitioned, Profile
 
 
 def empty_table(parts: Partitioned) -> Table:
@@ -37,20 +38,6 @@ def require_partition_rows(parts: Partitioned, stage: str) -> int:
 
 
 @dataclass(frozen=True)
-class Block:
-    """The numeric columns of a partition as float64; infinities as missing when ``finite``."""
-
-    columns: tuple[str, ...]
-    finite: bool = False
-
-    def __call__(self, table: Table) -> np.ndarray:
-        x = numeric_block(table.frame, list(self.columns))
-        if self.finite:
-            x[np.isinf(x)] = np.nan
-        return x
-
-
-@dataclass(frozen=True)
 class AbsDeviation:
     """|x - centre| of the numeric columns (infinities as missing)."""
 
@@ -58,7 +45,7 @@ class AbsDeviation:
     centre: tuple[float, ...]
 
     def __call__(self, table: Table) -> np.ndarray:
-        return np.abs(Block(self.columns, finite=True)(table) - np.asarray(self.centre))
+        return np.abs(NumericBlock(self.columns, finite=True)(table) - np.asarray(self.centre))
 
 
 def observed_counts(parts: Partitioned, columns: list[str]) -> pd.Series:
@@ -72,6 +59,13 @@ class _Observed:
 
     def __call__(self, table: Table) -> pd.Series:
         return table.frame[list(self.columns)].notna().sum()
+
+    def from_profile(self, profile: Profile) -> pd.Series | object:
+        import pandas as pd
+
+        if not set(self.columns) <= profile.observed.keys():
+            return NotImplemented
+        return pd.Series({c: profile.observed[c] for c in self.columns}, dtype=np.int64)
 
 
 def require_observed(parts: Partitioned, columns: list[str], stage: str) -> pd.Series:
@@ -113,6 +107,8 @@ def modes(parts: Partitioned, columns: list[str]) -> dict[str, object]:
     ``Series.mode``): value counts per partition, summed."""
     import pandas as pd
 
+    if not columns:
+        return {}
     per_part = parts.reduce(_Counts(tuple(columns)))
     out = {}
     for c in columns:

@@ -13,7 +13,7 @@ from forgeline.core import (Cleaner, CleanResult, ColumnSpec, InputError, Modali
 
 from ._columns import (column_stats, no_rows_removed, numeric_block, require_not_all_missing,
                        require_numeric, require_rows, select_columns)
-from ._partitions import Block, empty_table, modes, require_observed, require_partition_rows
+from ._partitions import NumericBlock, empty_table, modes, require_observed, require_partition_rows
 
 if TYPE_CHECKING:  # pragma: no cover
     from forgeline.core.partitioned import Partitioned
@@ -100,7 +100,7 @@ class Impute(Cleaner):
         require_numeric(shape.frame, numeric, self.name)
         categorical = [c for c in cols if c not in set(numeric)]
         self.numeric_, self.categorical_ = numeric, categorical
-        strategy, block = self.params.strategy, Block(tuple(numeric))
+        strategy, block = self.params.strategy, NumericBlock(tuple(numeric))
         if strategy == "median":
             fill = exact_quantiles(parts, block, [0.5])[0]
         elif strategy == "mean":

@@ -11,7 +11,7 @@ from forgeline.core import Cleaner, CleanResult, InputError, Modality, Params, S
 
 from ._columns import (column_stats, no_rows_removed, numeric_block, replace_columns, require_finite,
                        require_not_all_missing, require_numeric, require_rows, select_columns)
-from ._partitions import Block, ObservedAndFinite, empty_table, require_partition_rows
+from ._partitions import NumericBlock, ObservedAndFinite, empty_table, require_partition_rows
 
 if TYPE_CHECKING:  # pragma: no cover
     from forgeline.core.partitioned import Partitioned
@@ -78,7 +78,7 @@ class RobustScale(Cleaner):
         require_numeric(shape.frame, cols, self.name)
         p = self.params
         lo, hi = p.quantile_range
-        median, q_lo, q_hi = exact_quantiles(parts, Block(tuple(cols)), [0.5, lo / 100, hi / 100],
+        median, q_lo, q_hi = exact_quantiles(parts, NumericBlock(tuple(cols)), [0.5, lo / 100, hi / 100],
                                              check=ObservedAndFinite(parts, tuple(cols), self.name, finite=True))
         scaler = RobustScaler(quantile_range=tuple(p.quantile_range), with_centering=p.with_centering,
                               with_scaling=p.with_scaling, unit_variance=p.unit_variance, copy=False)

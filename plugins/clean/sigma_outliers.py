@@ -12,7 +12,7 @@ from forgeline.core import Cleaner, CleanResult, Modality, Params, StageContext,
 
 from ._columns import (column_stats, nan_moments, no_rows_removed, numeric_block, removed_rows,
                        replace_columns, require_not_all_missing, require_numeric, require_rows, select_columns)
-from ._partitions import (AbsDeviation, Block, ObservedAndFinite, empty_table, require_partition_rows,
+from ._partitions import (AbsDeviation, NumericBlock, ObservedAndFinite, empty_table, require_partition_rows,
                           require_some_values)
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -75,7 +75,7 @@ class SigmaOutliers(Cleaner):
         shape = empty_table(parts)
         cols = select_columns(shape, self.params.columns, self.modalities, self.name)
         require_numeric(shape.frame, cols, self.name)
-        finite = Block(tuple(cols), finite=True)
+        finite = NumericBlock(tuple(cols), finite=True)
         if self.params.robust:
             centre = exact_quantiles(parts, finite, [0.5], check=ObservedAndFinite(parts, tuple(cols), self.name))[0]
             spread = MAD_TO_STD * exact_quantiles(parts, AbsDeviation(tuple(cols), tuple(centre)), [0.5])[0]
