@@ -24,9 +24,14 @@ class DataStage(Stage):
         dataset: Dataset = self.build()
         data = env.plan.pipeline.data
         if data.engine == "dask":
+            from ..train.rendezvous import telling_ranks
             from .partitions import load_splits
+            from .ranks import follows_rank_zero, receive_cleaned
 
-            return load_splits(dataset, state, env)
+            if follows_rank_zero(env):
+                return receive_cleaned(state, env)
+            with telling_ranks(env.dist):
+                return load_splits(dataset, state, env)
         table = with_roles(dataset.load(dataset.context), dataset, data)
         table, checked = check_loaded(table, {n: o.modality for n, o in data.columns.items()})
         if len(table) == 0:
