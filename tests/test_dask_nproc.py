@@ -154,7 +154,7 @@ def test_rank_0_tells_the_waiting_ranks_what_failed(monkeypatch) -> None:
     zero, one = DistInfo(rank=0, world_size=2), DistInfo(rank=1, world_size=2)
     with pytest.raises(ValueError), rendezvous.telling_ranks(zero):
         raise ValueError("the cluster is gone")
-    with pytest.raises(RuntimeError, match="rank 0 failed preparing the data, so rank 1 stops: ValueError: the cluster"):
+    with pytest.raises(RuntimeError, match="rank 0 failed preparing the data, so rank 1 stops: ValueError"):
         rendezvous.await_prepared(one)
     assert rendezvous.process_group_store() is not None  # the process group reuses rank 0's store
     rendezvous.publish(zero, rendezvous.PREPARED, {"error": "data.source: no such file", "input": True})

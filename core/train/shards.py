@@ -98,11 +98,12 @@ class ParquetSplit:
         """The rows of ``pieces``, in order, as one table (for what is small: a sample, a held-out split)."""
         import pandas as pd
 
+        schema = self.schema if columns is None else Schema(tuple(c for c in self.schema.columns if c.name in columns))
         reader = GroupReader(columns)
         frames = [reader.piece(p) for p in pieces]
-        frame = pd.concat(frames) if frames else pd.read_parquet(self.folder).iloc[:0]
-        schema = self.schema if columns is None else Schema(tuple(c for c in self.schema.columns if c.name in columns))
-        return Table(frame, schema)
+        if not frames:  # no rows: the columns only
+            frames = [pd.DataFrame(columns=schema.names(), index=pd.Index([], dtype=np.int64, name=ROW_ID))]
+        return Table(pd.concat(frames), schema)
 
     def to_table(self) -> Table:
         return self.read(self.groups)
