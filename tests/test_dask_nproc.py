@@ -152,8 +152,8 @@ def test_rank_0_tells_the_waiting_ranks_what_failed(monkeypatch) -> None:
     monkeypatch.delenv("TORCHELASTIC_USE_AGENT_STORE", raising=False)
     monkeypatch.setattr(rendezvous, "_store", None)
     zero, one = DistInfo(rank=0, world_size=2), DistInfo(rank=1, world_size=2)
-    with pytest.raises(ValueError), rendezvous.telling_ranks(zero):
-        raise ValueError("the cluster is gone")
+    rendezvous.tell_ranks_failed(one, ValueError("not rank 0: publishes nothing"))
+    rendezvous.tell_ranks_failed(zero, ValueError("the cluster is gone"))
     with pytest.raises(RuntimeError, match="rank 0 failed preparing the data, so rank 1 stops: ValueError"):
         rendezvous.await_prepared(one)
     assert rendezvous.process_group_store() is not None  # the process group reuses rank 0's store

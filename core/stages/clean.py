@@ -23,14 +23,12 @@ class CleanStage(Stage):
 
         cleaner: Cleaner = self.build()
         if env.plan.pipeline.data.engine == "dask":
-            from ..train.rendezvous import telling_ranks
             from .partitions import clean_splits
             from .ranks import FOLLOWER_REPORT, follows_rank_zero
 
             if follows_rank_zero(env):  # rank 0 cleans, on the cluster
                 return dict(FOLLOWER_REPORT)
-            with telling_ranks(env.dist):
-                return clean_splits(self.id, cleaner, self.provider, state, env)
+            return clean_splits(self.id, cleaner, self.provider, state, env)
         ctx, report, results = cleaner.context, {}, {}
         for name, table in state.splits.items():
             out = cleaner.fit_apply(table, ctx) if name == "train" else cleaner.apply(table, ctx)

@@ -24,14 +24,12 @@ class DataStage(Stage):
         dataset: Dataset = self.build()
         data = env.plan.pipeline.data
         if data.engine == "dask":
-            from ..train.rendezvous import telling_ranks
             from .partitions import load_splits
             from .ranks import follows_rank_zero, receive_cleaned
 
-            if follows_rank_zero(env):
+            if follows_rank_zero(env):  # rank 0 loads and cleans, on the cluster
                 return receive_cleaned(state, env)
-            with telling_ranks(env.dist):
-                return load_splits(dataset, state, env)
+            return load_splits(dataset, state, env)
         table = with_roles(dataset.load(dataset.context), dataset, data)
         table, checked = check_loaded(table, {n: o.modality for n, o in data.columns.items()})
         if len(table) == 0:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data import Schema
+from ..partitioned import close_clients
 from .base import RunState, Splits, StageEnv
 
 FOLLOWER_REPORT = {"engine": "dask", "prepared_by": "rank 0"}
@@ -35,6 +36,9 @@ def publish_cleaned(state: RunState, env: StageEnv) -> None:
                              for (name, p), f in zip(state.splits.items(), folders.values())})
     publish(env.dist, PREPARED, {"schema": state.schema.to_dict(), "cleaned": state.splits.train.schema.to_dict(),
                                  "task": state.task, "classes": state.classes, "folders": folders})
+    # training reads the files, not the cluster: a local cluster's memory goes back now (and a
+    # rank leaves through os._exit, without the interpreter's exit handlers that would close it)
+    close_clients()
 
 
 def receive_cleaned(state: RunState, env: StageEnv) -> dict[str, Any]:

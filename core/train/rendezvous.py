@@ -5,8 +5,9 @@ once, on rank 0, before training's process group exists. The ranks meet in the T
 torchrun gives its workers (``MASTER_ADDR``/``MASTER_PORT``; torchrun's agent hosts it when
 ``TORCHELASTIC_USE_AGENT_STORE=True``, else rank 0 hosts it and the process group is later
 built on the same store, :func:`process_group_store`), under keys of their own. Rank 0
-publishes what the others need (schema, task, classes, the cleaned split folders) or its
-error; the others poll for it, so a failure on rank 0 ends them within a poll. After
+publishes what the others need (schema, task, classes, the cleaned split folders) or, when
+its run fails first, its error (``Runner.run`` calls :func:`tell_ranks_failed`); the others
+poll for it, so a failure on rank 0 ends them within a poll. After
 training each rank publishes what it read, and rank 0 gathers it for the train report.
 """
 
@@ -15,10 +16,9 @@ from __future__ import annotations
 import json
 import os
 import time
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
-from ..errors import InputError
+from ..errors import ForgelineError, InputError
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..components import DistInfo
@@ -78,16 +78,16 @@ def wait_for(dist: DistInfo, key: str, what: str) -> Any:
         time.sleep(_POLL_S)
 
 
-@contextmanager
-def telling_ranks(dist: DistInfo) -> Iterator[None]:
-    """On rank 0 of several, publish an error raised inside as the data stages' failure."""
+def tell_ranks_failed(dist: DistInfo, error: BaseException) -> None:
+    """On rank 0 of several: publish ``error`` as the data stages' failure, for the ranks that
+    may still wait for them (never raises: the run's own error stays the one reported)."""
+    if dist.world_size == 1 or not dist.is_main:
+        return
+    text = str(error) if isinstance(error, ForgelineError) else f"{type(error).__name__}: {error}"
     try:
-        yield
-    except BaseException as e:
-        if dist.world_size > 1 and dist.is_main:
-            text = str(e) if isinstance(e, InputError) else f"{type(e).__name__}: {e}"
-            publish(dist, PREPARED, {"error": text, "input": isinstance(e, InputError)})
-        raise
+        publish(dist, PREPARED, {"error": text or type(error).__name__, "input": isinstance(error, InputError)})
+    except Exception:  # noqa: BLE001 - no store to tell: torchrun still stops the ranks
+        pass
 
 
 def await_prepared(dist: DistInfo) -> dict[str, Any]:
