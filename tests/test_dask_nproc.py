@@ -162,3 +162,38 @@ def test_rank_0_tells_the_waiting_ranks_what_failed(monkeypatch) -> None:
         rendezvous.await_prepared(one)
     assert rendezvous.gather_on_main(one, "k", {"rows": 1}) is None
     assert rendezvous.gather_on_main(zero, "k", {"rows": 2}) == [{"rows": 2}, {"rows": 1}]
+
+
+def test_shards_of_row_groups_cover_the_split_evenly_and_read_the_right_rows(tmp_path: Path) -> None:
+    """Files of several row groups; more ranks than some files have rows; any order of positions."""
+    import numpy as np
+
+    from forgeline.core import Table
+    from forgeline.core.data import ROW_ID
+    from forgeline.core.train.batches import Request
+    from forgeline.core.train.shards import ParquetSplit, ShardRows, ShardSource
+    from forgeline.plugins.models.mlp import MLP
+
+    ids = np.arange(0, 300, 3)  # 100 rows, ids with gaps, as a split's are
+    frame = pd.DataFrame({"x": ids * 0.5, "y": ids % 2}, index=pd.Index(ids, name=ROW_ID))
+    for i, chunk in enumerate(np.array_split(np.arange(100), 3)):
+        frame.iloc[chunk].to_parquet(tmp_path / f"part-{i:05d}.parquet", row_group_size=10)
+    split = ParquetSplit.open(tmp_path, Table.from_frame(frame.reset_index(drop=True), "y").schema)
+    assert len(split) == 100 and len(split.groups) == 12
+    pd.testing.assert_frame_equal(split.to_table().frame, frame)
+    for ranks in (1, 3, 7, 150):
+        per = math.ceil(100 / ranks)
+        got = [np.concatenate([split.read([p]).row_ids for p in split.shard(r, ranks)]) for r in range(ranks)]
+        assert all(len(g) == per for g in got)
+        assert np.array_equal(np.concatenate(got), np.resize(ids, per * ranks))  # in order, padded from the start
+    model = MLP()
+    model.fit_inputs(split.to_table())
+    rows = ShardRows(split, split.shard(1, 3), model, torch.arange(34), seed=0)
+    source = ShardSource(rows, 0, 1, np.empty(0))
+    order = source.order(2)
+    assert sorted(order.tolist()) == list(range(34)) and np.array_equal(order, source.order(2))
+    assert not np.array_equal(order, source.order(3))
+    assert rows.rows(order).row_ids.tolist() == ids[34:68][order].tolist()  # across files and row groups
+    batch = rows.__getitems__(Request(0, 0, order[:8]))
+    assert batch["target"].tolist() == order[:8].tolist()
+    assert torch.equal(batch["x"], model.inputs(Table(frame.iloc[34:68].iloc[order[:8]], split.schema)))

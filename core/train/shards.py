@@ -166,11 +166,12 @@ class ShardRows:
         import pandas as pd
 
         which = np.searchsorted(self.offsets, positions, side="right") - 1
-        needed = np.unique(which)
-        block = pd.concat([self.reader.piece(self.pieces[i]) for i in needed])
-        starts = np.zeros(len(self.pieces), dtype=np.int64)
-        starts[needed] = np.cumsum([0] + [len(self.pieces[i]) for i in needed[:-1]])
-        return Table(block.iloc[starts[which] + positions - self.offsets[which]], self.split.schema)
+        local = positions - self.offsets[which]
+        picked = [np.flatnonzero(which == i) for i in np.unique(which)]  # batch rows per piece
+        frame = pd.concat([self.reader.piece(self.pieces[which[at[0]]]).iloc[local[at]] for at in picked])
+        back = np.empty(len(positions), dtype=np.int64)
+        back[np.concatenate(picked)] = np.arange(len(positions))  # the pieces' rows back in batch order
+        return Table(frame.iloc[back], self.split.schema)
 
     def __getitems__(self, request: Request) -> Batch:
         import torch
