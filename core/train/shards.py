@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
     from ..pipeline import Loader
+    from . import TrainJob
 
 #: pieces whose rows an epoch's order mixes together (and row groups a worker keeps read)
 WINDOW_PIECES = 4
@@ -191,7 +192,7 @@ class ShardSource(StreamSource):
         self.replica, self.row_ids = replica, row_ids
 
     @classmethod
-    def open(cls, split: ParquetSplit, replica: int, replicas: int, model: Model, job: Any, name: str,
+    def open(cls, split: ParquetSplit, replica: int, replicas: int, model: Model, job: TrainJob, name: str,
              loader: Loader, online: Sequence[Augmenter] = ()) -> ShardSource:
         """Replica ``replica``'s shard; its targets (one column) read and encoded now."""
         pieces = split.shard(replica, replicas)
