@@ -120,6 +120,9 @@ class Runner:
             raise
         finally:
             self._finish(error)
+            if error is not None and p.data.engine == "dask":  # the other ranks may wait for rank 0's data;
+                from .train.rendezvous import tell_ranks_failed  # told once its own record is written
+                tell_ranks_failed(self.dist, error)
 
     def _start_record(self) -> tuple[RunState, int]:
         """Write the manifest of the run starting; on ``--resume``, the old record and the state

@@ -716,7 +716,7 @@ def _expand_factory(train: dict, catalog: Catalog) -> None:
 
 
 def _check_engine(check: _Checker, pipeline: Any, parts: dict[str, Any], nproc: int) -> None:
-    """``data.engine: dask``: dask installed, a hash split, one process, every cleaner able to
+    """``data.engine: dask``: dask installed, a hash split, what ``--nproc`` allows, every cleaner able to
     run on partitions (``Cleaner.partitions_refusal``), no tuner (its trials rerun the data stages)."""
     import importlib.util
 
@@ -729,8 +729,7 @@ def _check_engine(check: _Checker, pipeline: Any, parts: dict[str, Any], nproc: 
         check.add(("data", "split", "method"), "engine dask splits by a hash of the row id; use method: hash "
                   "(or leave method out)")
     if nproc > 1:
-        check.add(("data", "engine"), f"engine dask prepares the data once, on the cluster, and training reads "
-                  f"it in one process; run with --nproc 1 (not {nproc}) or use engine: pandas")
+        _check_engine_ranks(check, parts, nproc)
     if parts.get("tune") is not None:
         check.add(("tune",), "a tuner reruns the data stages in memory for every trial; use engine: pandas")
     for i, resolved in enumerate(parts.get("clean") or []):
@@ -740,6 +739,23 @@ def _check_engine(check: _Checker, pipeline: Any, parts: dict[str, Any], nproc: 
             reason = f"its partitions_refusal() failed ({type(err).__name__}: {err})"
         if reason:
             check.add(("clean", i), f"cleaner {resolved.entry.name!r} cannot run on engine dask: {reason}")
+
+
+def _check_engine_ranks(check: _Checker, parts: dict[str, Any], nproc: int) -> None:
+    """Engine dask under ``--nproc``: rank 0 cleans, each rank streams its shard of the cleaned
+    partitions, so what needs the whole training split in one process is refused."""
+    fix = f"run with --nproc 1 (not {nproc}) or use engine: pandas"
+    if not parts.get("clean"):
+        check.add(("clean",), "engine dask under --nproc trains each rank on its shard of the cleaned "
+                  f"partitions, which the clean stages write; add a clean stage, or {fix}")
+    for section in ("augment", "features", "compress"):
+        if parts.get(section):
+            check.add((section,), f"{section} needs the whole training split in one process, which engine dask "
+                      f"under --nproc never gathers; leave it out, or {fix}")
+    parallel = parts.get("parallel")
+    if parallel is not None and parallel.entry.name == "hybrid":
+        check.add(("train", "parallel"), "hybrid shares a data replica between ranks, engine dask under --nproc "
+                  f"gives each rank its own shard of the cleaned partitions; use ddp or fsdp, or {fix}")
 
 
 def _check_data(check: _Checker, dataset: Resolved, normal: dict, parts: dict[str, Any],

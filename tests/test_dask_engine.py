@@ -326,11 +326,12 @@ def test_validate_refuses_what_cannot_run_on_partitions(tmp_path_factory, tmp_pa
     assert report["route"] == "partition_wise" and report["train"]["rows_in"] > 0
 
 
-def test_one_process_and_enough_worker_memory_or_a_clear_refusal(tmp_path: Path) -> None:
+def test_cleaned_partitions_under_nproc_and_enough_worker_memory_or_a_clear_refusal(tmp_path: Path) -> None:
     file = tmp_path / "p.yaml"
     file.write_text("name: p\ndata:\n  source: credit\n  with: {rows: 200}\n  engine: dask\n")
-    r = run_cli("run", str(file), "--nproc", "2", "--out", str(tmp_path / "runs"))
-    assert r.returncode == 2 and "--nproc 1" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    r = run_cli("run", str(file), "--nproc", "2", "--out", str(tmp_path / "runs"))  # no clean stage writes them
+    assert r.returncode == 2 and "add a clean stage" in r.stderr and "--nproc 1" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr, r.stderr
     r = run_cli("validate", str(file), "--set", "data.dask.memory_limit=100MiB")
     assert r.returncode == 2 and "data.dask.memory_limit" in r.stderr and "512MiB" in r.stderr, r.stderr
     r = run_cli("validate", str(file), "--set", "data.dask.memory_limit=lots")

@@ -24,7 +24,10 @@ class CleanStage(Stage):
         cleaner: Cleaner = self.build()
         if env.plan.pipeline.data.engine == "dask":
             from .partitions import clean_splits
+            from .ranks import FOLLOWER_REPORT, follows_rank_zero
 
+            if follows_rank_zero(env):  # rank 0 cleans, on the cluster
+                return dict(FOLLOWER_REPORT)
             return clean_splits(self.id, cleaner, self.provider, state, env)
         ctx, report, results = cleaner.context, {}, {}
         for name, table in state.splits.items():

@@ -25,7 +25,10 @@ class DataStage(Stage):
         data = env.plan.pipeline.data
         if data.engine == "dask":
             from .partitions import load_splits
+            from .ranks import follows_rank_zero, receive_cleaned
 
+            if follows_rank_zero(env):  # rank 0 loads and cleans, on the cluster
+                return receive_cleaned(state, env)
             return load_splits(dataset, state, env)
         table = with_roles(dataset.load(dataset.context), dataset, data)
         table, checked = check_loaded(table, {n: o.modality for n, o in data.columns.items()})

@@ -266,7 +266,13 @@ def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
 
 def ready_for_training(state: RunState, env: StageEnv) -> None:
     """Before the stages that hold rows in memory (augment, features, train): each split's
-    cleaned partitions read into a table, in the training process."""
+    cleaned partitions read into a table, in the training process; under ``--nproc``, the
+    cleaned partitions handed to every rank instead (``stages.ranks``), each reading its shard."""
+    if env.dist.world_size > 1:
+        from .ranks import publish_cleaned
+
+        publish_cleaned(state, env)
+        return
     plan = env.plan
     if plan.pipeline.train is None and not plan.augment and not plan.features:
         return

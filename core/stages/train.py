@@ -22,21 +22,28 @@ class TrainStage(Stage):
 
     def run(self, state: RunState, env: StageEnv) -> dict[str, Any]:
         from ..train.loop import evaluate_table, fit
+        from ..train.rendezvous import gather_on_main
+        from ..train.shards import ParquetSplit
 
         job = self.job(state, env)
         result = fit(job)
         metrics = dict(result.metrics)
         splits = state.splits
-        if splits.test is not None and splits.valid is not None:  # else the test split was the validation
-            metrics.update(evaluate_table(result.module, job, splits.test, "test_"))
         held_out = splits.test if splits.test is not None else splits.valid
+        if isinstance(held_out, ParquetSplit):  # engine dask under --nproc: rank 0 scores it in memory
+            held_out = held_out.to_table() if env.dist.is_main else None
+        if held_out is not None and splits.test is not None and splits.valid is not None:
+            metrics.update(evaluate_table(result.module, job, held_out, "test_"))  # else test was the validation
         if held_out is not None:  # the model's own domain metrics (Model.evaluate)
             extra = job.model.evaluate(result.module, held_out, env.context("evaluate"))
             metrics.update({f"test_{k}": v for k, v in (extra or {}).items()})
         env.folder.manifest["metrics"].update(metrics)
         state.model, state.model_component, state.metrics = result.module, job.model, metrics
         save_model(result, job, env)
-        return {**result.report, "steps": result.steps, "metrics": metrics}
+        report = {**result.report, "steps": result.steps, "metrics": metrics}
+        if "shard" in report:  # every rank's shard, gathered on rank 0
+            report["shards"] = gather_on_main(env.dist, f"{self.id}/shards", report.pop("shard"))
+        return report
 
     def job(self, state: RunState, env: StageEnv) -> TrainJob:
         return train_job(env.plan, state, env, self.build())

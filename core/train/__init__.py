@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
     from ..pipeline import Train
+    from .shards import ParquetSplit
 
 
 @dataclass
@@ -31,8 +32,8 @@ class TrainJob:
     model: Model  # the model component (``fit_inputs`` not yet called)
     precision: PrecisionPolicy
     parallel: ParallelStrategy
-    train: Table
-    valid: Table | None
+    train: Table | ParquetSplit  # a ParquetSplit: engine dask under --nproc, each rank reads its shard
+    valid: Table | ParquetSplit | None
     task: str  # "classification" | "regression"
     classes: list[Any]  # label values in class-index order (classification), else []
     run: RunInfo

@@ -102,14 +102,21 @@ class TableRows:
     def __getitems__(self, request: Request) -> Batch:
         import torch
 
-        rows = self.table.take_positions(request.positions)
-        if self.online:
-            rng = np.random.default_rng([self.seed, request.epoch, request.number])
-            for aug in self.online:
-                rows = aug.transform_rows(rows, rng)
-        batch = model_inputs(self.model, rows, "train")
-        batch[TARGET] = self.targets[torch.from_numpy(request.positions)]
-        return batch
+        return table_batch(self.model, self.table.take_positions(request.positions),
+                           self.targets[torch.from_numpy(request.positions)], request, self.seed, self.online)
+
+
+def table_batch(model: Model, rows: Table, targets: torch.Tensor, request: Request, seed: int,
+                online: Sequence[Augmenter]) -> Batch:
+    """One training batch from its rows: online augmenters (an RNG seeded by seed, epoch and
+    batch number), the model's inputs, the targets."""
+    if online:
+        rng = np.random.default_rng([seed, request.epoch, request.number])
+        for aug in online:
+            rows = aug.transform_rows(rows, rng)
+    batch = model_inputs(model, rows, "train")
+    batch[TARGET] = targets
+    return batch
 
 
 def _first(batch: list[Batch] | Batch) -> Batch:
@@ -120,6 +127,7 @@ class TensorSource:
     """A split encoded once; batches are slices of its tensors."""
 
     streaming = False
+    sharded = False  # the strategy shards its positions (a ShardSource holds one rank's rows only)
 
     def __init__(self, inputs: Batch, targets: torch.Tensor) -> None:
         self.tensors = {**inputs, TARGET: targets}
@@ -158,6 +166,7 @@ class StreamSource:
     """A split read batch by batch from its table through a ``DataLoader``."""
 
     streaming = True
+    sharded = False
 
     def __init__(self, rows: TableRows, workers: int, pin: bool = False) -> None:
         self.dataset, self.workers, self.pin = rows, workers, pin

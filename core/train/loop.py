@@ -34,6 +34,7 @@ from .batches import SINGLE_INPUT, TARGET, Batch, Source, batch_source, encode_t
 from .checkpoint import Position, latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .evaluate import evaluate, loss_function, measure_latency
 from .optim import build_optimizer, build_scheduler
+from .shards import ParquetSplit, ShardSource
 from .threads import ThreadBudget
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -92,6 +93,8 @@ class Data:
         """Fit the model's input encodings on the training split, then build the sources."""
         if len(job.train) == 0:
             raise InputError("train: the training split is empty")
+        if isinstance(job.train, ParquetSplit):
+            return cls.prepare_shards(job)
         model, loader = job.model, job.config.loader
         model.fit_inputs(job.train)
         online = [a for a in job.augmenters if a.online]
@@ -101,6 +104,28 @@ class Data:
         if job.valid is not None and len(job.valid) > 0:
             valid = batch_source(model, job.valid, encode_targets(job.valid, job.task, job.classes, "validation"),
                                  "validation", loader, job.seed)
+        return cls.of(job, train, valid)
+
+    @classmethod
+    def prepare_shards(cls, job: TrainJob) -> Data:
+        """Splits read from their Parquet partitions: the encodings fitted on the same sample on
+        every rank (:meth:`ParquetSplit.fit_sample`), this rank's shard of the training split,
+        the whole validation split streamed (every rank scores it, so the mean over ranks is
+        the split's own metric)."""
+        model, loader, dist = job.model, job.config.loader, job.dist
+        sample = job.train.fit_sample()
+        model.fit_inputs(job.train.read(sample))
+        online = [a for a in job.augmenters if a.online]
+        train = ShardSource.open(job.train, dist.rank, dist.world_size, model, job, "train", loader, online)
+        train.fitted_on = sum(len(p) for p in sample)
+        valid = None
+        if job.valid is not None and len(job.valid) > 0:
+            valid = ShardSource.open(job.valid, 0, 1, model, job, "validation", loader)
+        return cls.of(job, train, valid)
+
+    @classmethod
+    def of(cls, job: TrainJob, train: Source, valid: Source | None) -> Data:
+        """The sources with the model factory's view of the training split."""
         shapes = {k: tuple(v.shape[1:]) for k, v in train.sample(1).items() if k != TARGET}
         spec = DataSpec(task=job.task, n_outputs=len(job.classes) if job.task == "classification" else 1,
                         input_shape=shapes.get(SINGLE_INPUT, ()), input_shapes=shapes,
@@ -194,7 +219,7 @@ class Trainer:
         self.module.train()
         self.optimizer = build_optimizer(self.module.parameters(), cfg.optimizer, device)
         self.params = [p for p in self.module.parameters() if p.requires_grad]
-        per_rank = len(self.parallel.shard(data.train.rows, 0, job.seed))
+        per_rank = data.train.rows if data.train.sharded else len(self.parallel.shard(data.train.rows, 0, job.seed))
         self.micro_per_epoch = math.ceil(per_rank / cfg.batch_size)
         self.steps_per_epoch = math.ceil(self.micro_per_epoch / cfg.accumulate)
         self.scheduler = build_scheduler(self.optimizer, cfg.scheduler, cfg.epochs * self.steps_per_epoch)
@@ -258,7 +283,7 @@ class Trainer:
 
     def train_epoch(self, epoch: Epoch, first: int) -> None:
         """Micro-batches ``first`` .. end of the epoch, with an optimizer step at each window's end."""
-        order = np.asarray(self.parallel.shard(self.data.train.rows, epoch.number, self.job.seed), dtype=np.int64)
+        order = self.epoch_order(epoch.number)
         plan = self.windows(len(order))
         for mb, batch in enumerate(self.data.train.epoch(order, self.cfg.batch_size, epoch.number, first), start=first):
             rows, weight, window = plan[mb]
@@ -269,6 +294,13 @@ class Trainer:
                 if self.ckpt_dir is not None and self.cfg.checkpoint.every_steps and \
                         self.step % self.cfg.checkpoint.every_steps == 0:
                     self.checkpoint(Position(epoch.number, mb + 1, self.step), epoch)
+
+    def epoch_order(self, number: int) -> np.ndarray:
+        """This rank's positions for epoch ``number``: the source's own when it holds one rank's
+        shard, else the strategy's share of the whole split."""
+        if self.data.train.sharded:
+            return self.data.train.order(number)
+        return np.asarray(self.parallel.shard(self.data.train.rows, number, self.job.seed), dtype=np.int64)
 
     def windows(self, rows: int) -> list[tuple[int, float | None, int]]:
         """Per micro-batch of an epoch of ``rows`` rows: its rows, its loss weight and, for the
@@ -406,6 +438,9 @@ class Trainer:
             "resumed_from": str(self.job.resume_from) if self.job.resume_from else None,
             "checkpoints": self.checkpoints[-cfg.checkpoint.keep:], "history": self.history,
         }
+        if self.data.train.sharded:  # what this rank read (the train stage gathers every rank's)
+            report["shard"] = {**self.data.train.record(), "inputs_fitted_on_rows": self.data.train.fitted_on,
+                               "steps": self.step}
         return TrainResult(module=module, metrics=final, steps=self.step, report=report)
 
 

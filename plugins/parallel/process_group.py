@@ -73,9 +73,14 @@ def join_world(dist: DistInfo, device: torch.device) -> bool:
         return False
     if device.type == "cuda":
         torch.cuda.set_device(device)
+    from forgeline.core.train.rendezvous import process_group_store
+
     backend = backend_for(device)
+    store = process_group_store()  # the ranks' own store, when rank 0 already hosts it on MASTER_PORT
     if dist.world_size == 1 and "MASTER_ADDR" not in os.environ:
         tdist.init_process_group(backend, store=tdist.HashStore(), rank=0, world_size=1)
+    elif store is not None:
+        tdist.init_process_group(backend, store=store, rank=dist.rank, world_size=dist.world_size)
     else:
         tdist.init_process_group(backend, rank=dist.rank, world_size=dist.world_size)
     return True
