@@ -5,9 +5,11 @@ The stages: sigma-outliers (clip, k=3), impute (median, indicator columns), robu
 floats with outliers, missing values and 1% exact copies, written as ``--files`` Parquet files
 (one file in memory at a time). Printed, with the ratios:
 
-1. forgeline, engine dask: the stages through the engine itself (fit by passes over the
-   partitions, each partition cleaned on a worker, kept and quarantined rows written as
-   Parquet after every stage) on a local cluster of ``--workers`` processes limited to
+1. forgeline, engine dask: the stages through the engine itself (the data stage's split
+   pass profiling the partitions, fit by passes over the partitions or from those profiles,
+   each partition cleaned on a worker, kept rows written after every stage — Arrow IPC
+   between stages, Parquet at the end — and quarantined rows as Parquet, the accounting
+   checked per partition) on a local cluster of ``--workers`` processes limited to
    ``--memory-limit`` each;
 2. the same operations written directly in Dask (``mean``/``std``, ``clip``, ``quantile``:
    dask's approximate quantiles, ``fillna``, ``drop_duplicates``, one ``to_parquet`` at the
@@ -76,7 +78,8 @@ def forgeline_dask(files: list[str], work: Path) -> int:
     for i, cleaner in enumerate(cleaners):
         plan = partition_plan(cleaner, parts, fit=True)
         counts, parts, _ = run_partitions(parts, plan.apply, work / f"stage{i}", work / f"quarantine{i}",
-                                          f"clean.{i}", "train", final=i == len(cleaners) - 1)
+                                          f"clean.{i}", "train", final=i == len(cleaners) - 1,
+                                          profile=i < len(cleaners) - 1)
         if i:
             shutil.rmtree(work / f"stage{i - 1}")
     return counts["rows_out"]

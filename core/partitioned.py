@@ -65,8 +65,7 @@ class Partitioned:
             if all(f is not NotImplemented for f in found):
                 return found
         shared = dask.delayed(fn, pure=True)  # one copy in the graph, however many partitions
-        return list(dask.compute(*[dask.delayed(_on_table)(part, self.schema, shared)
-                                   for part in self.frame.to_delayed()]))
+        return compute_each([dask.delayed(_on_table)(part, self.schema, shared) for part in self.frame.to_delayed()])
 
     def rows(self) -> int:
         """Rows in all partitions: counted once (a pass), then remembered in ``meta["rows"]``."""
@@ -176,6 +175,29 @@ class _Rows:
 
     def from_profile(self, profile: Profile) -> int:
         return profile.rows
+
+
+def compute_each(tasks: list[Any]) -> list[Any]:
+    """The results of dask ``tasks``, in order, each fetched from its worker as soon as it is
+    done: with ``dask.compute`` finished results wait in the workers' memory for the last
+    task, and a pass whose results grow with the rows (dedup's training fingerprints, ~24
+    bytes a row) would fill the workers on a table several times their memory."""
+    import dask
+
+    try:
+        from dask.distributed import as_completed, get_client
+
+        client = get_client()
+    except (ImportError, ValueError):  # no distributed client: dask's local scheduler
+        return list(dask.compute(*tasks))
+    futures = client.compute(tasks)
+    where = {f.key: i for i, f in enumerate(futures)}
+    done = as_completed(futures, with_results=True)
+    del futures  # a result is released once read (as_completed drops what it has yielded)
+    out: list[Any] = [None] * len(where)
+    for future, value in done:
+        out[where[future.key]] = value
+    return out
 
 
 def _on_table(frame: pd.DataFrame, schema: Schema, fn: Callable[[Table], T]) -> T:

@@ -21,7 +21,7 @@ import numpy as np
 from ..components import Cleaner, CleanResult, Dataset, PartitionPlan
 from ..data import ARRAY_MODALITIES, ROW_ID, Modality, Schema, Table
 from ..errors import InputError, Problem
-from ..partitioned import (Partitioned, Profile, client, read_frame, split_partitioned, with_row_ids, worker_peaks,
+from ..partitioned import (Partitioned, Profile, client, compute_each, read_frame, split_partitioned, with_row_ids, worker_peaks,
                            write_frame)
 from .base import RunState, Splits, StageEnv
 
@@ -119,7 +119,7 @@ def clean_splits(stage_id: str, cleaner: Cleaner, provider: str, state: RunState
         plan = partition_plan(cleaner, parts, name == "train")
         counts, new[name], reports = run_partitions(parts, plan.apply, out_root / name,
                                                     env.folder.path / "quarantine" / stem / name, stage_id, name,
-                                                    final=last, profile=name == "train")
+                                                    final=last, profile=name == "train" and not last)
         report[name] = {**counts, "partitions": parts.npartitions}
         details.append(merge_reports([plan.report, *reports]) if name == "train" else None)
     previous = {p.meta.get("folder") for _, p in state.splits.items() if p.meta.get("folder")}
@@ -191,7 +191,7 @@ def run_partitions(parts: Partitioned, apply: Callable[[Table], CleanResult], ke
     tasks = [dask.delayed(_clean_partition)(part, parts.schema, shared, kept / f"part-{i:05d}.{suffix}",
                                             quarantine / f"part-{i:05d}.parquet", stage_id, split, profile)
              for i, part in enumerate(parts.frame.to_delayed())]
-    results = dask.compute(*tasks)
+    results = compute_each(tasks)
     for i, r in enumerate(results):
         if r["problem"]:
             raise RuntimeError(f"stage {stage_id}: the cleaner broke the accounting on partition {i} of the "
