@@ -17,13 +17,13 @@ floats with outliers, missing values and 1% exact copies, written as ``--files``
 3. the same forgeline cleaners on pandas, in this process, on the first ``--pandas-rows``
    rows (the largest table pandas holds comfortably here): rows per second compared.
 
-Peak memory per worker is each worker process's peak RSS (``getrusage``) after the phase.
+Peak memory per worker is each worker process's peak RSS during the phase (``VmHWM``, reset
+before the phase through ``/proc/self/clear_refs``: ``worker_peaks``).
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
 import shutil
 import tempfile
 import time
@@ -55,12 +55,6 @@ def stages():
     from forgeline.plugins.clean import Dedup, Impute, RobustScale, SigmaOutliers
 
     return [SigmaOutliers(action="clip", k=3), Impute(strategy="median"), RobustScale(), Dedup(method="exact")]
-
-
-def peak_per_worker(client) -> list[float]:
-    """Each worker process's peak resident memory so far, MiB."""
-    peaks = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    return sorted(round(v, 1) for v in peaks.values())
 
 
 def forgeline_dask(files: list[str], work: Path) -> int:
@@ -131,7 +125,7 @@ def main() -> None:
     a = ap.parse_args()
     if a.quick:
         a.rows, a.files, a.pandas_rows = 400_000, 8, 400_000
-    from forgeline.core.partitioned import client
+    from forgeline.core.partitioned import client, peak_rss_mib, worker_peaks
     from forgeline.core.pipeline import DaskSettings
 
     tmp = Path(tempfile.mkdtemp(prefix="forgeline-scale-"))
@@ -141,23 +135,26 @@ def main() -> None:
         print(f"table: {a.rows:,} x {a.cols} floats = {size:,.0f} MiB in memory, {a.files} Parquet files; "
               f"{a.workers} workers x {a.memory_limit}")
         c = client(DaskSettings(workers=a.workers, memory_limit=a.memory_limit, threads_per_worker=1))
+        worker_peaks(reset=True)
         start = time.perf_counter()
         kept = forgeline_dask(files, tmp)
-        ours, ours_peak = time.perf_counter() - start, peak_per_worker(c)
+        ours, ours_peak = time.perf_counter() - start, worker_peaks()
         c.restart()
+        worker_peaks(reset=True)
         start = time.perf_counter()
         kept_by_hand = by_hand_dask(files, tmp)
-        hand, hand_peak = time.perf_counter() - start, peak_per_worker(c)
+        hand, hand_peak = time.perf_counter() - start, worker_peaks()
         c.close()
+        peak_rss_mib(reset=True)
         start = time.perf_counter()
         pandas_rows, pandas_kept = forgeline_pandas(files, a.pandas_rows)
-        pand = time.perf_counter() - start
+        pand, pandas_peak = time.perf_counter() - start, peak_rss_mib()
         print(f"  forgeline dask  {ours:8.1f} s  {a.rows / ours:12,.0f} rows/s  kept {kept:,}  "
               f"peak per worker {ours_peak} MiB")
         print(f"  dask by hand    {hand:8.1f} s  {a.rows / hand:12,.0f} rows/s  kept {kept_by_hand:,}  "
               f"peak per worker {hand_peak} MiB")
         print(f"  forgeline pandas{pand:8.1f} s  {pandas_rows / pand:12,.0f} rows/s  on {pandas_rows:,} rows "
-              f"(kept {pandas_kept:,}), peak of this process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB")
+              f"(kept {pandas_kept:,}), peak of this process during it {pandas_peak:,.0f} MiB")
         print(f"  ratio forgeline dask / dask by hand: {hand / ours:.2f}x (higher = forgeline faster)")
         print(f"  ratio forgeline dask / pandas (rows/s): {(a.rows / ours) / (pandas_rows / pand):.2f}x")
     finally:

@@ -266,20 +266,32 @@ def same_dtypes_as_pandas() -> None:
     dask.config.set({"dataframe.convert-string": False})
 
 
-def worker_peaks() -> list[float]:
-    """The peak resident memory (MiB) of every worker process of the current client so far."""
+def worker_peaks(reset: bool = False) -> list[float]:
+    """The peak resident memory (MiB) of every worker process of the current client so far;
+    with ``reset``, the peaks are set back to the current use first (a phase measured alone)."""
     from dask.distributed import get_client
 
-    def peak() -> float:
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
     try:
-        found = get_client().run(peak)
+        found = get_client().run(peak_rss_mib, reset)
     except ValueError:  # no client: the local scheduler
         return []
     return sorted(round(v, 1) for v in found.values())
+
+
+def peak_rss_mib(reset: bool = False) -> float:
+    """This process's peak resident memory, MiB: ``VmHWM`` on Linux, which starts afresh at
+    ``exec`` (``ru_maxrss`` keeps the peak of the process a worker was forked from, e.g. a
+    client holding gigabytes); ``reset`` sets it back to the current use (``clear_refs``)."""
+    try:
+        if reset:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):  # not Linux
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 @atexit.register
