@@ -65,7 +65,8 @@ class Partitioned:
             if all(f is not NotImplemented for f in found):
                 return found
         shared = dask.delayed(fn, pure=True)  # one copy in the graph, however many partitions
-        return compute_each([dask.delayed(_on_table)(part, self.schema, shared) for part in self.frame.to_delayed()])
+        return compute_each([dask.delayed(_on_table)(part, self.schema, shared)
+                             for part in self.frame.to_delayed()])
 
     def rows(self) -> int:
         """Rows in all partitions: counted once (a pass), then remembered in ``meta["rows"]``."""
@@ -152,7 +153,8 @@ class Profile:
             pos_inf, neg_inf = (x == np.inf).sum(axis=0), (x == -np.inf).sum(axis=0)
             x[inf] = np.nan
         n, mean, m2 = _Moments.stats(x)
-        low, high = (np.fmin.reduce(x, axis=0), np.fmax.reduce(x, axis=0)) if len(x) else (np.full(len(numeric), np.nan),) * 2
+        none = np.full(len(numeric), np.nan)
+        low, high = (np.fmin.reduce(x, axis=0), np.fmax.reduce(x, axis=0)) if len(x) else (none, none)
         present = n + pos_inf + neg_inf
         others = [c for c in frame.columns if c not in set(numeric)]
         observed = {**dict(zip(numeric, present.tolist())),

@@ -117,7 +117,8 @@ class Optimizer(Section):
     momentum: float = Field(0.0, ge=0, lt=1, description="sgd only")
     weight_decay: float = Field(0.0, ge=0)
     fused: bool | None = Field(None, description="torch's fused optimizer kernel, one pass over each parameter: "
-                               "on by default on CUDA and CPU; false for the per-tensor kernels")
+                               "on by default on CUDA and CPU (not for sharded parameters: fsdp, "
+                               "tensor parallel); false for the per-tensor kernels")
 
 
 class Scheduler(Section):

@@ -21,8 +21,8 @@ import numpy as np
 from ..components import Cleaner, CleanResult, Dataset, PartitionPlan
 from ..data import ARRAY_MODALITIES, ROW_ID, Modality, Schema, Table
 from ..errors import InputError, Problem
-from ..partitioned import (Partitioned, Profile, client, compute_each, read_frame, split_partitioned, with_row_ids, worker_peaks,
-                           write_frame)
+from ..partitioned import (Partitioned, Profile, client, compute_each, read_frame, split_partitioned, with_row_ids,
+                           worker_peaks, write_frame)
 from .base import RunState, Splits, StageEnv
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -225,7 +225,8 @@ def _clean_partition(frame: pd.DataFrame, schema: Schema, apply: Callable[[Table
     return {"problem": problem, "rows_in": len(table), "rows_out": len(out.table), "removed": len(out.removed),
             "flagged": len(out.flagged), "schema": out.table.schema, "report": out.report, "path": str(kept),
             "first": int(ids.min()) if len(ids) else None, "last": int(ids.max()) if len(ids) else None,
-            "empty": out.table.frame.iloc[:0], "profile": Profile.of(out.table.frame) if profile and not problem else None}
+            "empty": out.table.frame.iloc[:0],
+            "profile": Profile.of(out.table.frame) if profile and not problem else None}
 
 
 def read_partitions(written: list[tuple[str, int, int]], schema: Schema, empty: pd.DataFrame,

@@ -17,7 +17,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: Optimizer, device: torch.device) -> torch.optim.Optimizer:
-    """SGD, Adam or AdamW; torch's fused kernel on CUDA and CPU unless ``cfg.fused`` is false.
+    """SGD, Adam or AdamW; torch's fused kernel on CUDA and CPU unless ``cfg.fused`` is false
+    or the parameters are sharded DTensors.
 
     torch has fused SGD/Adam/AdamW kernels for CUDA and (since 2.4) for the CPU: one pass over
     each parameter instead of one per arithmetic operation, and one call instead of a Python
@@ -28,7 +29,7 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: Optimizer, device
     import torch
 
     params = [p for p in params if p.requires_grad]
-    fused = cfg.fused if cfg.fused is not None else device.type in ("cuda", "cpu")
+    fused = cfg.fused if cfg.fused is not None else device.type in ("cuda", "cpu") and not _sharded(params)
     kw = {"lr": cfg.lr, "weight_decay": cfg.weight_decay}
     if cfg.name == "sgd":
         return torch.optim.SGD(params, momentum=cfg.momentum, fused=fused or None, **kw)
@@ -37,6 +38,16 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: Optimizer, device
                          "remove it or use name: sgd")
     cls = torch.optim.Adam if cfg.name == "adam" else torch.optim.AdamW
     return cls(params, fused=fused or None, **kw)
+
+
+def _sharded(params: list[torch.nn.Parameter]) -> bool:
+    """Parameters are DTensors (FSDP2, tensor parallel): torch's fused kernels have no sharding
+    rule for them (``aten._fused_sgd_``), so the per-tensor kernels run instead."""
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # a torch built without distributed
+        return False
+    return any(isinstance(p, DTensor) for p in params)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Scheduler,
