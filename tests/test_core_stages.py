@@ -280,3 +280,28 @@ def test_a_section_no_stage_class_runs_is_refused_before_the_run(tmp_path, monke
     with pytest.raises(InputError, match="compress: this forgeline version does not run this section yet"):
         api.run(plan, out=tmp_path / "runs", catalog_=catalog)
     assert not (tmp_path / "runs").exists()
+
+
+# ----------------------------------------------------------------------- the shape of the core itself
+
+CORE = Path(__import__("forgeline.core", fromlist=["core"]).__file__).parent
+
+
+def test_no_function_in_core_is_longer_than_about_sixty_lines():
+    import ast
+
+    long = [f"{path.relative_to(CORE)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+            for path in CORE.rglob("*.py") for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60]
+    assert not long, long
+
+
+def test_the_training_loop_reads_no_private_attribute_of_a_strategy_or_policy():
+    import ast
+
+    tree = ast.parse((CORE / "train" / "loop.py").read_text())
+    owners = {"parallel", "precision", "strategy", "policy"}
+    private = [f"line {node.lineno}: {ast.unparse(node)}" for node in ast.walk(tree)
+               if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+               and any(part in owners for part in ast.unparse(node.value).split("."))]
+    assert not private, private
