@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -39,6 +38,7 @@ import pluggy
 import torch
 import torch.nn.functional as F
 from forgeline.core import DataSpec, DistInfo, Model, ParallelStrategy, Params, RunInfo, Table, hookimpl, hookspecs
+from forgeline.core.partitioned import peak_rss_mib
 from forgeline.core.pipeline import Train
 from forgeline.core.train import TrainJob
 from forgeline.core.train.loop import fit
@@ -169,21 +169,9 @@ def _peak_rss_growth_kib(size: str, variant: str) -> int:
     """Child-process body: reset the peak RSS, train, report the peak's growth over the start."""
     case = make_case(size)
     case["epochs"] = 2
-    try:  # Linux: writing 5 to clear_refs resets the peak RSS (VmHWM) to the current RSS
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        before = _status_kib("VmRSS")
-        RUNNERS[variant](case)
-        return _status_kib("VmHWM") - before
-    except OSError:  # elsewhere: growth of the lifetime peak (a lower bound)
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        RUNNERS[variant](case)
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
-
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+    before = peak_rss_mib(reset=True)  # the peak set back to the current use (Linux; elsewhere a lower bound)
+    RUNNERS[variant](case)
+    return round((peak_rss_mib() - before) * 1024)
 
 
 def peak_rss_growth_kib(size: str, variant: str) -> int:

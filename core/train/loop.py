@@ -219,7 +219,7 @@ class Trainer:
         self.module.train()
         self.optimizer = build_optimizer(self.module.parameters(), cfg.optimizer, device)
         self.params = [p for p in self.module.parameters() if p.requires_grad]
-        per_rank = data.train.rows if data.train.sharded else len(self.parallel.shard(data.train.rows, 0, job.seed))
+        per_rank = len(self.epoch_order(0))
         self.micro_per_epoch = math.ceil(per_rank / cfg.batch_size)
         self.steps_per_epoch = math.ceil(self.micro_per_epoch / cfg.accumulate)
         self.scheduler = build_scheduler(self.optimizer, cfg.scheduler, cfg.epochs * self.steps_per_epoch)
