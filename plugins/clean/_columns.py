@@ -54,8 +54,12 @@ def require_numeric(frame: pd.DataFrame, columns: list[str], stage: str) -> None
 
 def require_not_all_missing(frame: pd.DataFrame, columns: list[str], stage: str) -> None:
     """A column with no observed value has no statistics to fit."""
-    counts = frame[columns].notna().sum()
-    for col, n in counts.items():
+    require_some_values(frame[columns].notna().sum().to_numpy(), columns, stage)
+
+
+def require_some_values(count: np.ndarray, columns: list[str], stage: str) -> None:
+    """``count[j]`` observed values of ``columns[j]``: none means no statistics to fit."""
+    for col, n in zip(columns, count):
         if n == 0:
             raise InputError(f"{stage}: column {col!r} is entirely missing; it needs at least one "
                              f"observed value (drop the column or leave it out of 'columns')")
@@ -90,10 +94,14 @@ def require_finite(values: np.ndarray, columns: list[str], row_ids: np.ndarray, 
     inf = np.isinf(values)
     if inf.any():
         j = int(np.flatnonzero(inf.any(axis=0))[0])
-        first = row_ids[np.flatnonzero(inf[:, j])[0]]
-        raise InputError(f"{stage}: column {columns[j]!r} has {int(inf[:, j].sum())} infinite values "
-                         f"(first at row id {plain(first)}); finite numbers are needed: clip or drop them "
-                         f"first (sigma-outliers with action clip or drop) or fix the input")
+        raise infinite_values(stage, columns[j], str(int(inf[:, j].sum())), row_ids[np.flatnonzero(inf[:, j])[0]])
+
+
+def infinite_values(stage: str, column: str, count: str, first: object) -> InputError:
+    """The error for a column with infinite values where finite numbers are needed."""
+    return InputError(f"{stage}: column {column!r} has {count} infinite values (first at row id {plain(first)}); "
+                      f"finite numbers are needed: clip or drop them first (sigma-outliers with action clip or "
+                      f"drop) or fix the input")
 
 
 def removed_rows(frame: pd.DataFrame, mask: np.ndarray, reasons: np.ndarray | str) -> pd.DataFrame:

@@ -15,7 +15,7 @@ import numpy as np
 from forgeline.core import ROW_ID, InputError, Table
 from forgeline.core.partitioned import NumericBlock
 
-from ._columns import numeric_block, plain
+from ._columns import infinite_values, numeric_block, require_some_values
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -71,10 +71,7 @@ class _Observed:
 def require_observed(parts: Partitioned, columns: list[str], stage: str) -> pd.Series:
     """``require_not_all_missing`` over the whole split; returns the observed counts."""
     counts = observed_counts(parts, columns)
-    for col, n in counts.items():
-        if n == 0:
-            raise InputError(f"{stage}: column {col!r} is entirely missing; it needs at least one "
-                             f"observed value (drop the column or leave it out of 'columns')")
+    require_some_values(counts.to_numpy(), columns, stage)
     return counts
 
 
@@ -92,14 +89,6 @@ class ObservedAndFinite:
         require_some_values(count, list(self.columns), self.stage)
         if self.finite and (np.isinf(low).any() or np.isinf(high).any()):
             require_finite_partitions(self.parts, list(self.columns), self.stage)
-
-
-def require_some_values(count: np.ndarray, columns: list[str], stage: str) -> None:
-    """A column with no observed value has no statistics to fit."""
-    for col, n in zip(columns, count):
-        if n == 0:
-            raise InputError(f"{stage}: column {col!r} is entirely missing; it needs at least one "
-                             f"observed value (drop the column or leave it out of 'columns')")
 
 
 def modes(parts: Partitioned, columns: list[str]) -> dict[str, object]:
@@ -132,9 +121,7 @@ def require_finite_partitions(parts: Partitioned, columns: list[str], stage: str
         j = min(j for j, _, _ in found)
         total = sum(n for jj, n, _ in found if jj == j)
         first = min(row for jj, _, row in found if jj == j)
-        raise InputError(f"{stage}: column {columns[j]!r} has {total}+ infinite values (first at row id "
-                         f"{plain(first)}); finite numbers are needed: clip or drop them first "
-                         f"(sigma-outliers with action clip or drop) or fix the input")
+        raise infinite_values(stage, columns[j], f"{total}+", first)  # + : counted where it came first
 
 
 @dataclass(frozen=True)

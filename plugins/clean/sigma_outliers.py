@@ -11,9 +11,9 @@ from pydantic import Field
 from forgeline.core import Cleaner, CleanResult, Modality, Params, StageContext, Table
 
 from ._columns import (column_stats, nan_moments, no_rows_removed, numeric_block, removed_rows,
-                       replace_columns, require_not_all_missing, require_numeric, require_rows, select_columns)
-from ._partitions import (AbsDeviation, NumericBlock, ObservedAndFinite, empty_table, require_partition_rows,
-                          require_some_values)
+                       replace_columns, require_not_all_missing, require_numeric, require_rows, require_some_values,
+                       select_columns)
+from ._partitions import AbsDeviation, NumericBlock, ObservedAndFinite, empty_table, require_partition_rows
 
 if TYPE_CHECKING:  # pragma: no cover
     from forgeline.core.partitioned import Partitioned
