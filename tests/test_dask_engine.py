@@ -73,6 +73,7 @@ CLEANERS = [
     SigmaOutliers(action="drop"), SigmaOutliers(robust=True, action="clip"), SigmaOutliers(action="flag", k=2),
     Impute(), Impute(strategy="mean"), Impute(strategy="most-frequent"), Impute(strategy="constant"),
     Dedup(columns=["comment"]), Dedup(method="exact"), Dedup(columns=["comment"], against_training=False),
+    Dedup(method="exact", against_training=False),
     LabelConsistency(action="drop"), LabelConsistency(action="relabel", held_out="same"),
     RobustScale(), RobustScale(quantile_range=(10.0, 90.0), unit_variance=True),
 ]
@@ -85,8 +86,11 @@ def test_each_cleaner_on_partitions_equals_pandas_row_by_row(cluster, credit: Ta
     reference = type(cleaner)(cleaner.params)
     expected = {"train": reference.fit_apply(train), "test": reference.apply(test)}
     for name, table in (("train", train), ("test", test)):
-        kept, removed, flagged, _ = _on_partitions(cleaner, table, fit=name == "train")
+        kept, removed, flagged, plan = _on_partitions(cleaner, table, fit=name == "train")
         want = expected[name]
+        if isinstance(cleaner, Dedup):  # the clusters the report describes: the same
+            same = ("clusters", "largest_cluster", "cluster_examples", "exact_duplicates_removed")
+            assert {k: plan.report.get(k) for k in same} == {k: want.report[k] for k in same}, name
         assert kept.index.equals(want.table.frame.index), name
         pd.testing.assert_frame_equal(kept, want.table.frame, check_exact=False, rtol=1e-12)
         assert removed.index.equals(want.removed.sort_index().index), name

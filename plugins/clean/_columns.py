@@ -143,3 +143,13 @@ def column_stats(values: np.ndarray, columns: list[str]) -> dict[str, dict[str, 
     hi = np.fmax.reduce(values, axis=0) if len(values) else empty
     stats = {"mean": mean, "std": std, "min": lo, "max": hi, "missing": len(values) - count}
     return {col: {k: float(v[j]) for k, v in stats.items()} for j, col in enumerate(columns)}
+
+
+def lookup_sorted(sorted_keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Whether each of ``values`` is in ``sorted_keys`` (ascending), and where: a binary search.
+    ``np.isin`` sorts or hashes the keys again on every call; on engine dask the keys are a
+    whole split's suspects or judged rows, hundreds of thousands, asked once per partition."""
+    if not len(sorted_keys):
+        return np.zeros(len(values), bool), np.zeros(len(values), np.int64)
+    at = np.minimum(np.searchsorted(sorted_keys, values), len(sorted_keys) - 1)
+    return sorted_keys[at] == values, at

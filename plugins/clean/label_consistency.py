@@ -17,7 +17,7 @@ from pydantic import Field
 
 from forgeline.core import Cleaner, CleanResult, InputError, Modality, Params, StageContext, Table
 
-from ._columns import no_rows_removed, plain, removed_rows, require_rows, select_columns
+from ._columns import lookup_sorted, no_rows_removed, plain, removed_rows, require_rows, select_columns
 from ._partitions import empty_table, require_partition_rows
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -341,8 +341,8 @@ class LabelConsistency(Cleaner):
                             f"a hash sample of {len(narrow)} of {rows} rows gathered; the other rows by the model "
                             f"fitted on the sample, with its thresholds, partition by partition")
         changed = result.table.frame[shape.target] if action == "relabel" else None
-        verdicts = _Verdicts(narrow.row_ids, np.asarray(result.flagged), result.removed["reason"], changed,
-                             self if share < 1 else None, action, seed)
+        verdicts = _Verdicts(np.sort(narrow.row_ids), np.sort(np.asarray(result.flagged)), result.removed["reason"],
+                             changed, self if share < 1 else None, action, seed)
         return PartitionPlan(apply=verdicts, report=report)
 
     # ------------------------------------------------------------------ results
@@ -416,8 +416,8 @@ class _Sample:
 class _Verdicts:
     """Cleans one partition: the gathered rows as judged, the others (sampled fits) by ``model``."""
 
-    judged: np.ndarray  #: row ids judged on the gathered rows
-    flagged: np.ndarray  #: the suspects among them
+    judged: np.ndarray  #: row ids judged on the gathered rows (sorted)
+    flagged: np.ndarray  #: the suspects among them (sorted)
     reasons: pd.Series  #: reason by row id of the judged rows removed
     labels: pd.Series | None  #: relabel: the new label by row id of the judged rows
     model: LabelConsistency | None  #: judges the other rows (None: every row was judged)
@@ -426,9 +426,9 @@ class _Verdicts:
 
     def __call__(self, table: Table) -> CleanResult:
         ids = table.row_ids
-        was_judged = np.isin(ids, self.judged)
+        was_judged = lookup_sorted(self.judged, ids)[0]
         drop = np.isin(ids, self.reasons.index.to_numpy())
-        frame, report, flagged = table.frame, {}, [ids[np.isin(ids, self.flagged)]]
+        frame, report, flagged = table.frame, {}, [ids[lookup_sorted(self.flagged, ids)[0]]]
         if self.labels is not None:
             frame = frame.copy()
             at = was_judged
