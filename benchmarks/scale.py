@@ -62,10 +62,10 @@ def forgeline_dask(files: list[str], work: Path) -> int:
     import dask.dataframe as dd
 
     from forgeline.core.data import Schema
-    from forgeline.core.partitioned import Partitioned, split_partitioned, with_row_ids
+    from forgeline.core.partitioned import Partitioned, partition_budget, split_partitioned, with_row_ids
     from forgeline.core.stages.partitions import partition_plan, run_partitions
 
-    frame = with_row_ids(dd.read_parquet(files))
+    frame = with_row_ids(dd.read_parquet(files), partition_budget())
     # the data stage's split pass (every row in the training split here) profiles the partitions
     parts = split_partitioned(Partitioned(frame, Schema.infer(frame._meta)), 0.0, 0.0, seed=0)["train"]
     cleaners = stages()

@@ -16,6 +16,7 @@ import pytest
 pytest.importorskip("dask.dataframe")
 pytest.importorskip("distributed")
 
+import dask  # noqa: E402
 import dask.dataframe as dd  # noqa: E402
 
 from conftest import pip_install_target, run_cli, write_distribution  # noqa: E402
@@ -177,6 +178,20 @@ def test_profiles_answer_first_passes_exactly_without_a_pass(cluster, monkeypatc
         rows = split.frame.compute()
         np.testing.assert_array_equal(mine, np.nanpercentile(rows[["a", "b", "c", "d"]].to_numpy(float),
                                                              [q * 100 for q in qs], axis=0))
+
+
+def test_partitions_over_the_memory_budget_are_cut_into_even_row_ranges(cluster) -> None:
+    frame = pd.DataFrame({"x": np.arange(1000.0), "y": np.arange(1000) % 7})
+    source = dd.from_pandas(frame, npartitions=2, sort=False)
+    size = sum(p.memory_usage(index=True, deep=True).sum() for p in dask.compute(*source.to_delayed()))
+    whole = partitioned.with_row_ids(source)
+    cut = partitioned.with_row_ids(source, budget=-(-size // 10))  # a tenth of the rows' bytes: 100 rows
+    assert whole.npartitions == 2 and cut.npartitions == 10
+    assert cut.divisions == (*range(0, 1000, 100), 999)
+    got = cut.compute()
+    assert got.index.tolist() == list(range(1000)) and got.index.name == ROW_ID
+    pd.testing.assert_frame_equal(got, whole.compute())
+    assert [len(p) for p in dask.compute(*cut.to_delayed())] == [100] * 10
 
 
 def test_hash_split_is_deterministic_and_independent_of_partitioning() -> None:

@@ -21,8 +21,8 @@ import numpy as np
 from ..components import Cleaner, CleanResult, Dataset, PartitionPlan
 from ..data import ARRAY_MODALITIES, ROW_ID, Modality, Schema, Table
 from ..errors import InputError, Problem
-from ..partitioned import (Partitioned, Profile, client, compute_each, read_frame, split_partitioned, with_row_ids,
-                           worker_peaks, write_frame)
+from ..partitioned import (Partitioned, Profile, client, compute_each, partition_budget, read_frame,
+                           split_partitioned, with_row_ids, worker_peaks, write_frame)
 from .base import RunState, Splits, StageEnv
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -42,7 +42,7 @@ def load_splits(dataset: Dataset, state: RunState, env: StageEnv) -> dict[str, A
 
     data = env.plan.pipeline.data
     client(data.dask)
-    frame = with_row_ids(source_frame(dataset, data.dask))
+    frame = with_row_ids(source_frame(dataset, data.dask), partition_budget())
     head = frame.get_partition(0).compute()
     sample = Table(head, Schema.infer(head, None, None, {}), meta={})
     schema = with_roles(sample, dataset, data).schema
