@@ -237,9 +237,10 @@ def client(settings: DaskSettings) -> Any:
     logging.getLogger("distributed").setLevel(logging.ERROR)  # shuffle notices are not the user's business
     # pyarrow's allocator (mimalloc) keeps freed pages for a while: a worker reading and writing
     # partition after partition grew past 95% of a 512 MiB limit and was restarted (500,000-row
-    # partitions). Returned at once, it peaked at 320 MiB, as fast (the system allocator: 15%
-    # slower; jemalloc: restarted too). Local workers inherit it; a real cluster's workers
-    # need it in their environment.
+    # partitions). Returned at once, it peaked at 320 MiB and ran faster there (no pausing);
+    # elsewhere it costs 5-10% (docs/architecture.md). The system allocator: 15% slower;
+    # jemalloc, or releasing after each task: restarted too. Local workers inherit it; a real
+    # cluster's workers need it in their environment.
     os.environ.setdefault("MIMALLOC_PURGE_DELAY", "0")
     # fitted state (dedup's training fingerprints) travels in the graph once, on purpose
     warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
