@@ -309,7 +309,7 @@ class Dedup(Cleaner):
             result = inner.fit_apply(table)
         report = dict(result.report) if result is not None else {"method": self.params.method}
         report["suspects_gathered"] = len(table)
-        decided = result.removed[["reason", "duplicate_of"]] if result is not None else None
+        decided = result.removed[["reason", "duplicate_of"]].sort_index() if result is not None else None
         return PartitionPlan(apply=_Decided(np.sort(table.row_ids), decided, self if against else None), report=report)
 
     def _exact_suspects(self, parts: Partitioned, shape: Table, fit: bool, gather: bool
@@ -637,7 +637,7 @@ class _Decided:
     checked against the training fingerprints by ``against`` (None: kept)."""
 
     suspects: np.ndarray  #: row ids, sorted
-    removed: pd.DataFrame | None  #: reason and duplicate_of by row id (the suspects removed)
+    removed: pd.DataFrame | None  #: reason and duplicate_of by row id, sorted (the suspects removed)
     against: Dedup | None
 
     def __call__(self, table: Table) -> CleanResult:
@@ -645,8 +645,11 @@ class _Decided:
 
         ids = table.row_ids
         is_suspect, _ = lookup_sorted(self.suspects, ids)
-        gone = self.removed.reindex(ids[is_suspect]).dropna(subset=["reason"]) if self.removed is not None \
-            else pd.DataFrame({"reason": [], "duplicate_of": []})
+        if self.removed is not None:  # sorted by row id: a binary search, no hash table of them all per worker
+            hit, at = lookup_sorted(self.removed.index.to_numpy(), ids)
+            gone = self.removed.iloc[at[hit]]
+        else:
+            gone = pd.DataFrame({"reason": [], "duplicate_of": []})
         report: dict[str, Any] = {"rows_in": int((~is_suspect).sum())}
         leaks = None
         if self.against is not None:
