@@ -318,7 +318,7 @@ class Dedup(Cleaner):
         training fingerprints kept anyway) and the rows whose hash repeats are the suspects. They
         are returned as ids and hashes, or with ``gather`` as rows, gathered in a second pass
         (to compare them with the training rows). No shuffle: 16 bytes a row sorted here takes
-        a fraction of a second per ten million rows, a shuffle of them tens of seconds."""
+        0.45 s for 40 million hashes, where shuffling them took 7.6 s for 10 million."""
         import pandas as pd
 
         hashed = self if fit else self._columns_only()
